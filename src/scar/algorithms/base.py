@@ -1,0 +1,59 @@
+"""The one small interface every algorithm implements.
+
+An algorithm owns its data and worker-side state and updates the server state (named tables
+of rows) one iteration at a time. It knows nothing about checkpoints, shards or failures: the
+runtime calls ``step``, the checkpointer copies rows, recovery writes rows back and then calls
+``after_restore`` so worker-side state can be made consistent with the restored rows.
+
+Iteration ``k`` must depend only on the tables, the worker state and ``k`` itself: minibatches,
+sampling noise and learning rates are keyed by the iteration index (common random numbers).
+Rewinding the counter therefore rewinds the data cursor, the learning-rate schedule and the RNG,
+and a clean and a perturbed run see the same data at the same iteration.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+Tables = Mapping[str, np.ndarray]
+
+
+class Algorithm(ABC):
+    name: str = ""
+    #: True when an iteration is a deterministic map x -> f(x) (the bound applies).
+    deterministic: bool = False
+
+    @abstractmethod
+    def start(self) -> dict[str, np.ndarray]:
+        """Begin a fresh run: reset worker-side state and return the initial server tables
+        (new arrays, deterministic for the algorithm's seed)."""
+
+    @abstractmethod
+    def step(self, tables: Tables, iteration: int) -> None:
+        """Run iteration ``iteration`` (1-based), updating ``tables`` in place."""
+
+    @abstractmethod
+    def objective(self, tables: Tables) -> float:
+        """The training objective (lower is better)."""
+
+    def aux_state(self) -> dict[str, np.ndarray]:
+        """Worker-side arrays a full rollback must rewind (none by default)."""
+        return {}
+
+    def set_aux_state(self, aux: Mapping[str, np.ndarray]) -> None:
+        """Reinstate worker-side arrays saved by a checkpoint."""
+
+    def after_restore(self, tables: Tables, rows: Mapping[str, np.ndarray | None]) -> None:
+        """Called after ``rows`` (None = all) were overwritten by a recovery."""
+
+    def optimum(self) -> dict[str, np.ndarray] | None:
+        """The optimum ``x*`` when it can be computed (convex problems), else None."""
+        return None
+
+    def params(self) -> dict[str, Any]:
+        """Hyper-parameters, for the experiment record."""
+        return {}

@@ -1,0 +1,94 @@
+"""Failures (loss of shards) and the two ways back: full rollback and partial recovery.
+
+* ``fail`` destroys the live rows of the lost shards (they become NaN, so any use of a lost
+  value shows up instead of silently passing).
+* ``full`` (traditional): every row of every table is reset to its saved value, and training
+  restarts from the iteration of the newest checkpoint; iterations after it are done again.
+* ``partial`` (SCAR): only the lost rows are read back from the store; every other row, the
+  iteration counter and worker-side state carry on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ConfigError, StoreError
+from .state import State
+from .store.base import CheckpointStore
+
+RECOVERY_MODES = ("full", "partial")
+
+
+@dataclass
+class Recovery:
+    """What a recovery did."""
+
+    mode: str
+    lost_shards: list[int]
+    rows_restored: dict[str, int]
+    bytes_restored: int
+    restart_iteration: int | None  # full: the iteration training resumes from; partial: None
+    aux: dict[str, np.ndarray] = field(default_factory=dict)  # full: worker state to reinstate
+
+
+def check_mode(mode: str) -> str:
+    if mode not in RECOVERY_MODES:
+        raise ConfigError(f"unknown recovery mode {mode!r}; allowed: {', '.join(RECOVERY_MODES)}")
+    return mode
+
+
+def check_shards(state: State, shards: Iterable[int]) -> list[int]:
+    shards = sorted({int(s) for s in shards})
+    bad = [s for s in shards if not 0 <= s < state.n_shards]
+    if bad:
+        raise ConfigError(f"lost shards {bad} do not exist: shards are 0..{state.n_shards - 1}")
+    return shards
+
+
+def fail(state: State, lost_shards: Iterable[int]) -> dict[str, np.ndarray]:
+    """Destroy the rows of ``lost_shards`` in every table; return the lost row ids per table."""
+    lost = state.rows_of(check_shards(state, lost_shards))
+    for name, rows in lost.items():
+        state[name][rows] = np.nan
+    return lost
+
+
+def restore_rows(
+    state: State, store: CheckpointStore, rows: Mapping[str, np.ndarray | None]
+) -> tuple[dict[str, int], int]:
+    """Read the latest saved value of ``rows`` (None = all) back into ``state``."""
+    counts, nbytes = {}, 0
+    for name, ids in rows.items():
+        never = store.saved_iteration(name, ids) < 0
+        if never.any():
+            raise StoreError(
+                f"table {name!r}: {int(never.sum())} rows were never checkpointed, cannot restore"
+            )
+        values = store.read_rows(name, ids)
+        if ids is None:
+            np.copyto(state[name], values)
+        else:
+            state[name][ids] = values
+        counts[name] = int(values.shape[0])
+        nbytes += values.nbytes
+    return counts, nbytes
+
+
+def recover(
+    state: State, store: CheckpointStore, lost_shards: Iterable[int], mode: str
+) -> Recovery:
+    """Bring ``state`` back after ``lost_shards`` were lost (see the module docstring)."""
+    check_mode(mode)
+    shards = check_shards(state, lost_shards)
+    if mode == "partial":
+        counts, nbytes = restore_rows(state, store, state.rows_of(shards))
+        return Recovery(mode, shards, counts, nbytes, None)
+    latest = store.latest()
+    if latest is None:
+        raise StoreError("no checkpoint to roll back to")
+    counts, nbytes = restore_rows(state, store, {name: None for name in state})
+    _, aux = store.read_aux()
+    return Recovery(mode, shards, counts, nbytes, latest.iteration, aux)

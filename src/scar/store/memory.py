@@ -1,0 +1,85 @@
+"""An in-process checkpoint store: the reference implementation of the store contract.
+
+It keeps, per table, the latest saved value and save iteration of every row, and the list of
+committed versions. Nothing is durable; it is what experiments use when durability is not the
+point, and what the durable store is tested against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import StoreError
+from .base import CheckpointStore, SaveResult, TableSpec, VersionInfo
+
+
+class MemoryStore(CheckpointStore):
+    def __init__(self) -> None:
+        self.specs: dict[str, TableSpec] = {}
+        self._values: dict[str, np.ndarray] = {}
+        self._saved_at: dict[str, np.ndarray] = {}
+        self._versions: list[VersionInfo] = []
+        self._aux: tuple[int, dict[str, np.ndarray]] = (-1, {})
+
+    def open(self, specs: Sequence[TableSpec]) -> None:
+        specs = {s.name: s for s in specs}
+        if self.specs:
+            if specs != self.specs:
+                raise StoreError(
+                    "store holds tables "
+                    + ", ".join(f"{s.name}{(s.n_rows, s.width)}:{s.dtype}" for s in self.specs.values())
+                    + "; the model has "
+                    + ", ".join(f"{s.name}{(s.n_rows, s.width)}:{s.dtype}" for s in specs.values())
+                )
+            return
+        self.specs = specs
+        for s in specs.values():
+            self._values[s.name] = np.zeros((s.n_rows, s.width), dtype=s.dtype)
+            self._saved_at[s.name] = np.full(s.n_rows, -1, dtype=np.int64)
+
+    def save(self, iteration, rows, aux=None):
+        if not self.specs:
+            raise StoreError("store is not open: call open(specs) first")
+        rows = self._check_rows(rows)
+        n_rows = value_bytes = stored = 0
+        complete = set(rows) == set(self.specs)
+        for name, (ids, values) in rows.items():
+            if ids is None:
+                self._values[name][...] = values
+                self._saved_at[name][...] = iteration
+            else:
+                self._values[name][ids] = values
+                self._saved_at[name][ids] = iteration
+                complete = complete and len(np.unique(ids)) == self.specs[name].n_rows
+                stored += ids.size * 8
+            n_rows += values.shape[0]
+            value_bytes += values.nbytes
+        stored += value_bytes
+        if aux is not None:
+            self._aux = (iteration, {k: np.array(v, copy=True) for k, v in aux.items()})
+            stored += sum(np.asarray(v).nbytes for v in aux.values())
+        version = len(self._versions)
+        self._versions.append(VersionInfo(version, iteration, complete, n_rows, stored))
+        return SaveResult(version, iteration, n_rows, value_bytes, stored)
+
+    def read_rows(self, table, row_ids=None):
+        values = self._table(table, self._values)
+        return values.copy() if row_ids is None else values[np.asarray(row_ids, dtype=np.int64)]
+
+    def saved_iteration(self, table, row_ids=None):
+        at = self._table(table, self._saved_at)
+        return at.copy() if row_ids is None else at[np.asarray(row_ids, dtype=np.int64)]
+
+    def versions(self):
+        return list(self._versions)
+
+    def read_aux(self):
+        it, arrays = self._aux
+        return it, {k: v.copy() for k, v in arrays.items()}
+
+    def _table(self, table: str, where: Mapping[str, np.ndarray]) -> np.ndarray:
+        if table not in where:
+            raise StoreError(f"table {table!r} is not in this store ({sorted(self.specs)})")
+        return where[table]
