@@ -76,8 +76,8 @@ class MLR(Algorithm):
         P /= P.sum(axis=1, keepdims=True)
         P -= Y
         G = X.T @ P
-        G *= np.float32(1.0 / X.shape[0])
-        G += np.float32(self.p.l2) * W
+        G *= G.dtype.type(1.0 / X.shape[0])
+        G += G.dtype.type(self.p.l2) * W
         return G
 
     def batch(self, iteration: int) -> np.ndarray | None:
@@ -100,7 +100,7 @@ class MLR(Algorithm):
     def step(self, tables: Tables, iteration: int) -> None:
         W = tables[self.TABLE]
         G = self.gradient(W, self.batch(iteration))
-        W -= np.float32(self.learning_rate(iteration)) * G
+        W -= W.dtype.type(self.learning_rate(iteration)) * G
 
     def objective(self, tables: Tables) -> float:
         return self._objective(tables[self.TABLE])
@@ -109,14 +109,16 @@ class MLR(Algorithm):
         """Logits of the whole data set, memoised: full-batch GD evaluates the objective and
         then the gradient at the same weights, and the weights (rows x classes) are cheap to
         compare while the product is one pass over the data."""
-        if self._memo_W is None or not np.array_equal(self._memo_W, W):
-            self._memo_logits = self.X @ W.astype(np.float32, copy=False)
+        if self._memo_W is None or self._memo_W.dtype != W.dtype or not np.array_equal(self._memo_W, W):
+            self._memo_logits = self.X @ W  # float64 weights (theory probes) give float64 logits
             self._memo_W = W.copy()
         return self._memo_logits
 
     def _objective(self, W: np.ndarray) -> float:
         logits = self._logits(W).astype(np.float64)
-        ce = -float(np.mean(log_softmax(logits, axis=1)[np.arange(len(logits)), self.data.y]))
+        top = logits.max(axis=1)
+        lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+        ce = float(np.mean(lse - logits[np.arange(len(logits)), self.data.y]))
         return ce + 0.5 * self.p.l2 * float(np.sum(np.square(W, dtype=np.float64)))
 
     # -- theory ---------------------------------------------------------------------------

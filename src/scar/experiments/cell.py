@@ -14,6 +14,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -174,8 +175,25 @@ def clean_run(algo: Algorithm, epsilon: float, smooth: int, max_factor: float,
             f"the clean run did not reach its target within {max_iterations} iterations; "
             "use a larger epsilon or a larger learning rate"
         )
-    c = theory.estimate_contraction(distances) if algo.deterministic else None
+    c = None
+    if algo.deterministic:
+        # The slowest of: the run's own one-step ratios, and the iteration map's contraction
+        # around the optimum in every direction (perturbations need not follow the run).
+        c = theory.estimate_contraction(distances)
+        if c is not None:
+            local = theory.local_contraction(lambda tables: algo.step(tables, 1), optimum)
+            c = max(c, local) if local < 1 else None
     return CleanRun(f0, fstar, target, reached, objectives, c, optimum)
+
+
+@lru_cache(maxsize=8)
+def prepare(model: str, dataset: str, optimizer: str, hyper: tuple[tuple[str, Any], ...],
+            seed: int, epsilon: float, smooth: int, max_factor: float
+            ) -> tuple[Algorithm, CleanRun]:
+    """The algorithm and its clean run; cached, since every cell of a sweep on one model
+    shares them (both are deterministic functions of these arguments)."""
+    algo = models.build(model, dataset, optimizer, dict(hyper), seed=seed)
+    return algo, clean_run(algo, epsilon, smooth, max_factor)
 
 
 # An event changes the state after an iteration and returns (restart iteration or None, record).
@@ -184,13 +202,18 @@ Event = Callable[[State, int], tuple[int | None, dict[str, Any]]]
 
 def run_with_event(algo: Algorithm, clean: CleanRun, state: State, smooth: int, cap: int,
                    event_at: int, event: Event, checkpointer: Checkpointer | None = None,
-                   ) -> tuple[int, bool, dict[str, Any]]:
-    """Train from ``state`` (iteration 0) until the target, applying ``event`` after iteration
-    ``event_at``. Returns (iterations executed, censored, the event's record)."""
+                   start: int = 0) -> tuple[int, bool, dict[str, Any]]:
+    """Train from ``state`` (which is at iteration ``start``) until the target, applying
+    ``event`` after iteration ``event_at`` (``event_at == start``: before the first step).
+    Returns (iterations executed since 0, censored, the event's record)."""
     ma = MovingAverage(smooth)
     record: dict[str, Any] = {}
-    it = executed = 0
+    it = executed = start
     fired = False
+    if event_at == start:
+        fired = True
+        restart, record = event(state, it)
+        it = it if restart is None else restart
     while executed < cap:
         it += 1
         executed += 1
@@ -252,8 +275,8 @@ def run_cell(cfg: ExperimentConfig, store_factory: Callable[[int], CheckpointSto
     cfg.validate()
     d = models.defaults(cfg.model, cfg.optimizer)
     epsilon = d.epsilon if cfg.epsilon is None else cfg.epsilon
-    algo = models.build(cfg.model, cfg.dataset, cfg.optimizer, cfg.hyper, seed=cfg.seed)
-    clean = clean_run(algo, epsilon, d.smooth, cfg.max_factor)
+    algo, clean = prepare(cfg.model, cfg.dataset, cfg.optimizer, tuple(sorted(cfg.hyper.items())),
+                          cfg.seed, epsilon, d.smooth, cfg.max_factor)
     if cfg.fail_at is not None and cfg.fail_at >= clean.iterations:
         raise ConfigError(
             f"fail-at must be below the clean run's {clean.iterations} iterations to the target, "
