@@ -6,19 +6,63 @@ import sys
 
 import pytest
 
-BASE = ["--model", "mlr", "--dataset", "digits", "--optimizer", "gd", "--shards", "8",
-        "--lost-shards", "2", "--checkpoint", "priority", "--recovery", "partial", "--trials", "1"]
+BASE = [
+    "--model",
+    "mlr",
+    "--dataset",
+    "digits",
+    "--optimizer",
+    "gd",
+    "--shards",
+    "8",
+    "--lost-shards",
+    "2",
+    "--checkpoint",
+    "priority",
+    "--recovery",
+    "partial",
+    "--trials",
+    "1",
+]
 
 
 def scar(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "scar.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "scar.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def test_experiment_writes_the_documented_schema_and_is_reproducible(tmp_path):
-    args = ["experiment", "--model", "mlr", "--dataset", "digits", "--optimizer", "gd",
-            "--shards", "8", "--lost-shards", "2", "--checkpoint", "full", "--period", "10",
-            "--recovery", "full", "--fail-at", "37", "--trials", "2", "--seed", "0", "-q"]
+    args = [
+        "experiment",
+        "--model",
+        "mlr",
+        "--dataset",
+        "digits",
+        "--optimizer",
+        "gd",
+        "--shards",
+        "8",
+        "--lost-shards",
+        "2",
+        "--checkpoint",
+        "full",
+        "--period",
+        "10",
+        "--recovery",
+        "full",
+        "--fail-at",
+        "37",
+        "--trials",
+        "2",
+        "--seed",
+        "0",
+        "-q",
+    ]
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     r = scar(*args, "--output", str(a))
     assert r.returncode == 0, r.stderr
@@ -27,12 +71,24 @@ def test_experiment_writes_the_documented_schema_and_is_reproducible(tmp_path):
     doc = json.loads(a.read_text())
     assert set(doc) >= {"config", "trials", "summary"}
     for t in doc["trials"]:
-        assert set(t) >= {"seed", "fail_at", "lost_shards", "clean_iterations", "failed_iterations",
-                          "rework", "perturbation_norm", "bound", "bytes_written", "censored"}
+        assert set(t) >= {
+            "seed",
+            "fail_at",
+            "lost_shards",
+            "clean_iterations",
+            "failed_iterations",
+            "rework",
+            "perturbation_norm",
+            "bound",
+            "bytes_written",
+            "censored",
+        }
         assert t["rework"] == 7 and t["fail_at"] == 37 and len(t["lost_shards"]) == 2
     assert doc["summary"]["rework_mean"] == 7 and doc["summary"]["rework_std"] == 0
     assert doc["summary"]["trials"] == 2 and doc["summary"]["censored"] == 0
-    assert doc["config"]["dataset"] == "digits" and doc["config"]["algorithm"]["dataset"] == "digits"
+    assert (
+        doc["config"]["dataset"] == "digits" and doc["config"]["algorithm"]["dataset"] == "digits"
+    )
 
 
 def test_experiment_prints_a_table(tmp_path):
@@ -43,24 +99,27 @@ def test_experiment_prints_a_table(tmp_path):
     assert r.returncode == 0 and "priority" in r.stdout
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--fraction", "0"], "fraction"),
-    (["--fraction", "1.5"], "fraction"),
-    (["--fraction", "nan"], "fraction"),
-    (["--shards", "8", "--lost-shards", "9"], "lost-shards"),
-    (["--lost-fraction", "0.5"], "exactly one"),
-    (["--dataset", "no-such-data"], "no-such-data"),
-    (["--model", "svm"], "model"),
-    (["--optimizer", "adam"], "optimizer"),
-    (["--checkpoint", "sometimes"], "checkpoint"),
-    (["--recovery", "half"], "recovery"),
-    (["--period", "0"], "period"),
-    (["--trials", "0"], "trials"),
-    (["--shards", "many"], "shards"),
-    (["--fail-at", "100000"], "fail-at"),
-    (["--lr", "-1"], "lr"),
-    (["--bogus-flag"], "bogus"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--fraction", "0"], "fraction"),
+        (["--fraction", "1.5"], "fraction"),
+        (["--fraction", "nan"], "fraction"),
+        (["--shards", "8", "--lost-shards", "9"], "lost-shards"),
+        (["--lost-fraction", "0.5"], "exactly one"),
+        (["--dataset", "no-such-data"], "no-such-data"),
+        (["--model", "svm"], "model"),
+        (["--optimizer", "adam"], "optimizer"),
+        (["--checkpoint", "sometimes"], "checkpoint"),
+        (["--recovery", "half"], "recovery"),
+        (["--period", "0"], "period"),
+        (["--trials", "0"], "trials"),
+        (["--shards", "many"], "shards"),
+        (["--fail-at", "100000"], "fail-at"),
+        (["--lr", "-1"], "lr"),
+        (["--bogus-flag"], "bogus"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, extra, needle):
     out = tmp_path / "x.json"
     r = scar("experiment", *BASE, *extra, "--output", str(out))

@@ -31,8 +31,18 @@ def gd():
 
 
 def cfg(**kw):
-    base = dict(model="mlr", dataset="digits", optimizer="gd", shards=8, lost_shards=2,
-                checkpoint="full", period=10, recovery="full", trials=3, seed=0)
+    base = dict(
+        model="mlr",
+        dataset="digits",
+        optimizer="gd",
+        shards=8,
+        lost_shards=2,
+        checkpoint="full",
+        period=10,
+        recovery="full",
+        trials=3,
+        seed=0,
+    )
     base.update(kw)
     return ExperimentConfig(**base)
 
@@ -77,11 +87,13 @@ def test_rework_never_exceeds_the_bound_over_a_sweep(gd):
     assert clean.contraction is not None and 0.9 < clean.contraction < 1
     checked = 0
     worst_slack = np.inf
-    for kind, at, rel in itertools.product(("random", "adversarial"), (5, 30, 60, 100),
-                                           (0.02, 0.3, 1.0, 3.0)):
+    for kind, at, rel in itertools.product(
+        ("random", "adversarial"), (5, 30, 60, 100), (0.02, 0.3, 1.0, 3.0)
+    ):
         state = State(algo.start(), 8)
         executed, censored, rec = run_with_event(
-            algo, clean, state, 1, 20 * clean.iterations, at, _perturb(kind, rel, clean.optimum, at))
+            algo, clean, state, 1, 20 * clean.iterations, at, _perturb(kind, rel, clean.optimum, at)
+        )
         assert not censored
         bound = theory.rework_bound(clean.contraction, rec["norm"], rec["dist"])
         rework = executed - clean.iterations
@@ -93,11 +105,14 @@ def test_rework_never_exceeds_the_bound_over_a_sweep(gd):
     assert worst_slack < 200
 
 
-@pytest.mark.parametrize("checkpoint,recovery", [("full", "full"), ("full", "partial"),
-                                                 ("priority", "partial"), ("random", "partial")])
+@pytest.mark.parametrize(
+    "checkpoint,recovery",
+    [("full", "full"), ("full", "partial"), ("priority", "partial"), ("random", "partial")],
+)
 def test_failures_respect_the_bound(checkpoint, recovery):
-    doc = run_cell(cfg(checkpoint=checkpoint, recovery=recovery, fraction=0.125, period=None,
-                       trials=6))
+    doc = run_cell(
+        cfg(checkpoint=checkpoint, recovery=recovery, fraction=0.125, period=None, trials=6)
+    )
     for t in doc["trials"]:
         assert t["bound"] is not None
         assert t["rework"] <= t["bound"] + 1
@@ -113,8 +128,9 @@ def test_partial_recovery_never_costs_more_than_full_for_any_lost_subset(gd):
     def branch(ckpt, fail_at, lost, mode):
         c = copy.deepcopy(ckpt)
         ev = failure_event(algo, clean, c, list(lost), mode)
-        executed, censored, _ = run_with_event(algo, clean, c.state, 1, cap, fail_at, ev, c,
-                                               start=fail_at)
+        executed, censored, _ = run_with_event(
+            algo, clean, c.state, 1, cap, fail_at, ev, c, start=fail_at
+        )
         assert not censored
         return executed - clean.iterations
 
@@ -130,41 +146,56 @@ def test_partial_recovery_never_costs_more_than_full_for_any_lost_subset(gd):
         assert full >= period // 2 >= 2
         for lost in [(0,), (3, 5), tuple(range(8))]:  # the rollback costs the same for any loss
             assert branch(ckpt, fail_at, lost, "full") == full
-        partial = {lost: branch(ckpt, fail_at, lost, "partial")
-                   for k in range(1, subsets + 1) for lost in itertools.combinations(range(8), k)}
+        partial = {
+            lost: branch(ckpt, fail_at, lost, "partial")
+            for k in range(1, subsets + 1)
+            for lost in itertools.combinations(range(8), k)
+        }
         assert all(cost <= full for cost in partial.values()), (fail_at, full, partial)
         singles = [cost for lost, cost in partial.items() if len(lost) == 1]
         assert np.mean(singles) <= 0.5 * full, (singles, full)  # far less when few are lost
         if subsets == 8:
             # losing every shard restores everything: for GD the same cost as the rollback
             assert partial[tuple(range(8))] == full
-            by_size = [np.mean([c for lost, c in partial.items() if len(lost) == k])
-                       for k in range(1, 9)]
+            by_size = [
+                np.mean([c for lost, c in partial.items() if len(lost) == k]) for k in range(1, 9)
+            ]
             assert by_size[0] < by_size[3] < by_size[7], by_size
 
 
 def test_priority_beats_round_robin_and_random_at_equal_bytes():
-    docs = {p: run_cell(cfg(checkpoint=p, fraction=0.125, recovery="partial", period=None,
-                            trials=12, seed=100))
-            for p in ("priority", "round-robin", "random", "full")}
+    docs = {
+        p: run_cell(
+            cfg(checkpoint=p, fraction=0.125, recovery="partial", period=None, trials=12, seed=100)
+        )
+        for p in ("priority", "round-robin", "random", "full")
+    }
     mean = {p: d["summary"]["rework_mean"] for p, d in docs.items()}
     assert mean["priority"] < mean["round-robin"], mean
     assert mean["priority"] < mean["random"], mean
     # same failures in every cell (same seeds), and equal checkpoint cost
     fails = {p: [(t["fail_at"], t["lost_shards"]) for t in d["trials"]] for p, d in docs.items()}
     assert fails["priority"] == fails["round-robin"] == fails["random"] == fails["full"]
-    full_event = 65 * 10 * 4
-    for p, d in docs.items():
+    full_event = 65 * 10 * 4  # bytes of one complete checkpoint of the 65 x 10 weights
+    for d in docs.values():
         for t, f in zip(d["trials"], docs["full"]["trials"], strict=True):
-            # equal bytes per iteration of training (+- one checkpoint event over the run)
-            assert abs(t["bytes_written"] - f["bytes_written"]) <= full_event + full_event * (
-                abs(t["failed_iterations"] - f["failed_iterations"]) / d["config"]["period"] + 1)
+            # equal bytes per iteration, to within one checkpoint over the run
+            tolerance = full_event / min(t["failed_iterations"], f["failed_iterations"])
+            assert abs(t["bytes_per_iteration"] - f["bytes_per_iteration"]) <= tolerance
 
 
 def test_scar_beats_traditional_by_a_wide_margin():
     trad = run_cell(cfg(checkpoint="full", recovery="full", period=None, trials=12, seed=7))
-    scar = run_cell(cfg(checkpoint="priority", fraction=0.125, recovery="partial", period=None,
-                        trials=12, seed=7))
+    scar = run_cell(
+        cfg(
+            checkpoint="priority",
+            fraction=0.125,
+            recovery="partial",
+            period=None,
+            trials=12,
+            seed=7,
+        )
+    )
     reduction = 1 - scar["summary"]["rework_mean"] / trad["summary"]["rework_mean"]
     assert reduction > 0.6, reduction
 
@@ -201,10 +232,22 @@ def test_fail_at_after_convergence_is_an_error():
         run_cell(cfg(fail_at=10_000, trials=1))
 
 
-@pytest.mark.parametrize("bad", [dict(fraction=0.0), dict(fraction=1.5), dict(lost_shards=9),
-                                 dict(dataset="nope"), dict(optimizer="adam"), dict(period=0),
-                                 dict(lost_shards=None), dict(lost_fraction=0.01, lost_shards=None),
-                                 dict(trials=0), dict(epsilon=1.5), dict(recovery="half")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(fraction=0.0),
+        dict(fraction=1.5),
+        dict(lost_shards=9),
+        dict(dataset="nope"),
+        dict(optimizer="adam"),
+        dict(period=0),
+        dict(lost_shards=None),
+        dict(lost_fraction=0.01, lost_shards=None),
+        dict(trials=0),
+        dict(epsilon=1.5),
+        dict(recovery="half"),
+    ],
+)
 def test_invalid_configs(bad):
     with pytest.raises(ConfigError):
         cfg(**bad).validate()

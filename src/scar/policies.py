@@ -85,7 +85,9 @@ class _FractionPolicy(Policy):
         return max(1, round(self.fraction * self.period))
 
     def rows_per_checkpoint(self, n_rows: int, iteration: int) -> int:
-        due = n_rows * iteration // self.period - n_rows * (iteration - self.interval) // self.period
+        due = (
+            n_rows * iteration // self.period - n_rows * (iteration - self.interval) // self.period
+        )
         return min(n_rows, due)
 
     def describe(self) -> str:

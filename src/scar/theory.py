@@ -59,8 +59,8 @@ def rework_bound_many(
     m = max(terms)
     log_sum = m + math.log(sum(math.exp(t - m) for t in terms)) - math.log(initial_distance)
     # log(1 + e^log_sum), stably
-    log1p_sum = log_sum + math.log1p(math.exp(-log_sum)) if log_sum > 0 else math.log1p(
-        math.exp(log_sum)
+    log1p_sum = (
+        log_sum + math.log1p(math.exp(-log_sum)) if log_sum > 0 else math.log1p(math.exp(log_sum))
     )
     return 1.0 + log1p_sum / math.log(1.0 / c)
 
@@ -112,6 +112,12 @@ def local_contraction(
         return (apply(x0 + h * v) - fx0) / h
 
     op = LinearOperator((x0.size, x0.size), matvec=matvec, dtype=np.float64)
-    vals = eigsh(op, k=1, which="LM", tol=tol, return_eigenvectors=False,
-                 v0=np.random.default_rng(0).standard_normal(x0.size))
+    vals = eigsh(
+        op,
+        k=1,
+        which="LM",
+        tol=tol,
+        return_eigenvectors=False,
+        v0=np.random.default_rng(0).standard_normal(x0.size),
+    )
     return float(np.abs(vals).max())

@@ -73,13 +73,17 @@ class ExperimentConfig:
                     f"use at least {1 / self.shards:g}"
                 )
         if self.checkpoint not in POLICIES:
-            raise ConfigError(f"unknown checkpoint policy {self.checkpoint!r}; allowed: {', '.join(POLICIES)}")
+            raise ConfigError(
+                f"unknown checkpoint policy {self.checkpoint!r}; allowed: {', '.join(POLICIES)}"
+            )
         if self.period is not None:
             _whole(self.period, "period", 1)
         if self.fraction is not None:
             _fraction(self.fraction, "fraction")
         if self.recovery not in RECOVERY_MODES:
-            raise ConfigError(f"unknown recovery {self.recovery!r}; allowed: {', '.join(RECOVERY_MODES)}")
+            raise ConfigError(
+                f"unknown recovery {self.recovery!r}; allowed: {', '.join(RECOVERY_MODES)}"
+            )
         if self.fail_at is not None:
             _whole(self.fail_at, "fail-at", 1)
         _whole(self.trials, "trials", 1)
@@ -89,7 +93,9 @@ class ExperimentConfig:
         if not self.max_factor > 1:
             raise ConfigError(f"max-factor must be > 1, got {self.max_factor:g}")
         if self.sharding not in SHARDING_SCHEMES:
-            raise ConfigError(f"unknown sharding {self.sharding!r}; allowed: {', '.join(SHARDING_SCHEMES)}")
+            raise ConfigError(
+                f"unknown sharding {self.sharding!r}; allowed: {', '.join(SHARDING_SCHEMES)}"
+            )
         return self
 
     @property
@@ -138,13 +144,17 @@ class CleanRun:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "f0": self.f0, "fstar": self.fstar, "target": self.target,
-            "clean_iterations": self.iterations, "contraction": self.contraction,
+            "f0": self.f0,
+            "fstar": self.fstar,
+            "target": self.target,
+            "clean_iterations": self.iterations,
+            "contraction": self.contraction,
         }
 
 
-def clean_run(algo: Algorithm, epsilon: float, smooth: int, max_factor: float,
-              max_iterations: int = 20000) -> CleanRun:
+def clean_run(
+    algo: Algorithm, epsilon: float, smooth: int, max_factor: float, max_iterations: int = 20000
+) -> CleanRun:
     """Train without failures: find the target and T_clean; estimate c where defined."""
     tables = algo.start()
     f0 = algo.objective(tables)
@@ -187,9 +197,16 @@ def clean_run(algo: Algorithm, epsilon: float, smooth: int, max_factor: float,
 
 
 @lru_cache(maxsize=8)
-def prepare(model: str, dataset: str, optimizer: str, hyper: tuple[tuple[str, Any], ...],
-            seed: int, epsilon: float, smooth: int, max_factor: float
-            ) -> tuple[Algorithm, CleanRun]:
+def prepare(
+    model: str,
+    dataset: str,
+    optimizer: str,
+    hyper: tuple[tuple[str, Any], ...],
+    seed: int,
+    epsilon: float,
+    smooth: int,
+    max_factor: float,
+) -> tuple[Algorithm, CleanRun]:
     """The algorithm and its clean run; cached, since every cell of a sweep on one model
     shares them (both are deterministic functions of these arguments)."""
     algo = models.build(model, dataset, optimizer, dict(hyper), seed=seed)
@@ -200,9 +217,17 @@ def prepare(model: str, dataset: str, optimizer: str, hyper: tuple[tuple[str, An
 Event = Callable[[State, int], tuple[int | None, dict[str, Any]]]
 
 
-def run_with_event(algo: Algorithm, clean: CleanRun, state: State, smooth: int, cap: int,
-                   event_at: int, event: Event, checkpointer: Checkpointer | None = None,
-                   start: int = 0) -> tuple[int, bool, dict[str, Any]]:
+def run_with_event(
+    algo: Algorithm,
+    clean: CleanRun,
+    state: State,
+    smooth: int,
+    cap: int,
+    event_at: int,
+    event: Event,
+    checkpointer: Checkpointer | None = None,
+    start: int = 0,
+) -> tuple[int, bool, dict[str, Any]]:
     """Train from ``state`` (which is at iteration ``start``) until the target, applying
     ``event`` after iteration ``event_at`` (``event_at == start``: before the first step).
     Returns (iterations executed since 0, censored, the event's record)."""
@@ -230,8 +255,9 @@ def run_with_event(algo: Algorithm, clean: CleanRun, state: State, smooth: int, 
     return cap, True, record
 
 
-def failure_event(algo: Algorithm, clean: CleanRun, ckpt: Checkpointer, lost: list[int],
-                  mode: str) -> Event:
+def failure_event(
+    algo: Algorithm, clean: CleanRun, ckpt: Checkpointer, lost: list[int], mode: str
+) -> Event:
     """Lose ``lost`` shards, then recover with ``mode``; record the perturbation and bound."""
 
     def event(state: State, it: int) -> tuple[int | None, dict[str, Any]]:
@@ -249,7 +275,9 @@ def failure_event(algo: Algorithm, clean: CleanRun, ckpt: Checkpointer, lost: li
                 clean.contraction, norm, theory.perturbation_norm(before, clean.optimum)
             )
         return rec.restart_iteration, {
-            "perturbation_norm": norm, "bound": bound, "rows_restored": sum(rec.rows_restored.values()),
+            "perturbation_norm": norm,
+            "bound": bound,
+            "rows_restored": sum(rec.rows_restored.values()),
             "restart_iteration": rec.restart_iteration,
         }
 
@@ -269,14 +297,25 @@ def draw_failure(cfg: ExperimentConfig, clean: CleanRun, trial_seed: int) -> tup
     return fail_at, lost
 
 
-def run_cell(cfg: ExperimentConfig, store_factory: Callable[[int], CheckpointStore] | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def run_cell(
+    cfg: ExperimentConfig,
+    store_factory: Callable[[int], CheckpointStore] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Run one experiment cell; returns the result document (see the README for the schema)."""
     cfg.validate()
     d = models.defaults(cfg.model, cfg.optimizer)
     epsilon = d.epsilon if cfg.epsilon is None else cfg.epsilon
-    algo, clean = prepare(cfg.model, cfg.dataset, cfg.optimizer, tuple(sorted(cfg.hyper.items())),
-                          cfg.seed, epsilon, d.smooth, cfg.max_factor)
+    algo, clean = prepare(
+        cfg.model,
+        cfg.dataset,
+        cfg.optimizer,
+        tuple(sorted(cfg.hyper.items())),
+        cfg.seed,
+        epsilon,
+        d.smooth,
+        cfg.max_factor,
+    )
     if cfg.fail_at is not None and cfg.fail_at >= clean.iterations:
         raise ConfigError(
             f"fail-at must be below the clean run's {clean.iterations} iterations to the target, "
@@ -294,30 +333,55 @@ def run_cell(cfg: ExperimentConfig, store_factory: Callable[[int], CheckpointSto
         ckpt = Checkpointer(state, policy, store, aux=algo.aux_state)
         ckpt.save_all(0)
         executed, censored, rec = run_with_event(
-            algo, clean, state, d.smooth, cap, fail_at,
-            failure_event(algo, clean, ckpt, lost, cfg.recovery), ckpt,
+            algo,
+            clean,
+            state,
+            d.smooth,
+            cap,
+            fail_at,
+            failure_event(algo, clean, ckpt, lost, cfg.recovery),
+            ckpt,
         )
         store.close()
-        trials.append({
-            "seed": trial_seed, "fail_at": fail_at, "lost_shards": lost,
-            "clean_iterations": clean.iterations, "failed_iterations": executed,
-            "rework": executed - clean.iterations,
-            "perturbation_norm": rec.get("perturbation_norm"), "bound": rec.get("bound"),
-            "bytes_written": ckpt.value_bytes,
-            "bytes_per_iteration": ckpt.value_bytes / executed,
-            "stored_bytes": ckpt.stored_bytes, "checkpoints": len(ckpt.events),
-            "rows_restored": rec.get("rows_restored"), "censored": censored,
-        })
+        trials.append(
+            {
+                "seed": trial_seed,
+                "fail_at": fail_at,
+                "lost_shards": lost,
+                "clean_iterations": clean.iterations,
+                "failed_iterations": executed,
+                "rework": executed - clean.iterations,
+                "perturbation_norm": rec.get("perturbation_norm"),
+                "bound": rec.get("bound"),
+                "bytes_written": ckpt.value_bytes,
+                "bytes_per_iteration": ckpt.value_bytes / executed,
+                "stored_bytes": ckpt.stored_bytes,
+                "checkpoints": len(ckpt.events),
+                "rows_restored": rec.get("rows_restored"),
+                "censored": censored,
+            }
+        )
         if progress:
             progress(i + 1, cfg.trials)
     config = asdict(cfg)
-    config.update({
-        "period": period, "fraction": cfg.policy_fraction, "epsilon": epsilon,
-        "smoothing_window": d.smooth, "lost_shards": cfg.n_lost, "cap": cap,
-        "policy": policy.describe(), "algorithm": algo.params(),
-    })
-    return {"config": config, "clean": clean.summary(), "trials": trials,
-            "summary": summarize(trials)}
+    config.update(
+        {
+            "period": period,
+            "fraction": cfg.policy_fraction,
+            "epsilon": epsilon,
+            "smoothing_window": d.smooth,
+            "lost_shards": cfg.n_lost,
+            "cap": cap,
+            "policy": policy.describe(),
+            "algorithm": algo.params(),
+        }
+    )
+    return {
+        "config": config,
+        "clean": clean.summary(),
+        "trials": trials,
+        "summary": summarize(trials),
+    }
 
 
 def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -330,8 +394,11 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
     half = _t95(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
     norms = [t["perturbation_norm"] for t in trials if t["perturbation_norm"] is not None]
     return {
-        "rework_mean": mean, "rework_std": std, "rework_ci95": [mean - half, mean + half],
-        "trials": n, "censored": int(sum(t["censored"] for t in trials)),
+        "rework_mean": mean,
+        "rework_std": std,
+        "rework_ci95": [mean - half, mean + half],
+        "trials": n,
+        "censored": int(sum(t["censored"] for t in trials)),
         "perturbation_norm_mean": float(np.mean(norms)) if norms else None,
         "bytes_per_iteration_mean": float(np.mean([t["bytes_per_iteration"] for t in trials])),
     }

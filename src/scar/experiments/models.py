@@ -30,7 +30,9 @@ class ModelDefaults:
 # ~100-200 iterations; l2 = 1e-3 makes the objective strongly convex (the bound needs it).
 DEFAULTS: dict[tuple[str, str], ModelDefaults] = {
     ("mlr", "gd"): ModelDefaults(0.01, 1, {"lr": 2.0, "l2": 1e-3}),
-    ("mlr", "sgd"): ModelDefaults(0.05, 5, {"lr": 1.0, "l2": 1e-3, "batch_size": 64, "lr_decay": 200.0}),
+    ("mlr", "sgd"): ModelDefaults(
+        0.05, 5, {"lr": 1.0, "l2": 1e-3, "batch_size": 64, "lr_decay": 200.0}
+    ),
 }
 
 
@@ -67,6 +69,8 @@ def build(
         allowed = set(MLRParams.__dataclass_fields__) - {"optimizer", "seed"}
         unknown = set(params) - allowed
         if unknown:
-            raise ConfigError(f"model mlr has no setting {sorted(unknown)}; allowed: {sorted(allowed)}")
+            raise ConfigError(
+                f"model mlr has no setting {sorted(unknown)}; allowed: {sorted(allowed)}"
+            )
         return MLR(datasets.load(dataset), MLRParams(optimizer=optimizer, seed=seed, **params))
     raise ConfigError(f"unknown model {model!r}")  # pragma: no cover - check_combination guards

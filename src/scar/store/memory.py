@@ -29,7 +29,9 @@ class MemoryStore(CheckpointStore):
             if specs != self.specs:
                 raise StoreError(
                     "store holds tables "
-                    + ", ".join(f"{s.name}{(s.n_rows, s.width)}:{s.dtype}" for s in self.specs.values())
+                    + ", ".join(
+                        f"{s.name}{(s.n_rows, s.width)}:{s.dtype}" for s in self.specs.values()
+                    )
                     + "; the model has "
                     + ", ".join(f"{s.name}{(s.n_rows, s.width)}:{s.dtype}" for s in specs.values())
                 )

@@ -1,0 +1,185 @@
+"""Tests of scar.select: exact top-k with the row-id tie rule, NaN rule, and change norms."""
+
+import numpy as np
+import pytest
+
+from scar import select
+from scar.select import row_change_norms, select_top_changed, top_k
+
+SIZES = [1, 2, 17, 1000, 100_003]
+DTYPES = [np.float32, np.float64]
+
+
+def ranking(scores: np.ndarray) -> np.ndarray:
+    """Row ids in the order of a stable sort by (-score, row id), NaN counted as +inf."""
+    vals = np.where(np.isnan(scores), np.inf, scores).astype(np.float64)
+    return np.lexsort((np.arange(scores.size), -vals))
+
+
+def reference(scores: np.ndarray, k: int, order: np.ndarray | None = None) -> np.ndarray:
+    """The expected top_k: the first k rows of ``ranking(scores)``, sorted by row id."""
+    order = ranking(scores) if order is None else order
+    return np.sort(order[: max(k, 0)]).astype(np.int64)
+
+
+def ks_for(n: int) -> list[int]:
+    return sorted({-1, 0, 1, 2, n // 16, n // 8, n // 2, n - 1, n, n + 5})
+
+
+@pytest.fixture(params=["sort", "radix"])
+def path(request, monkeypatch):
+    """Run each top_k test through both the small-input sort path and the radix kernel."""
+    monkeypatch.setattr(select, "_SMALL_N", 1 << 62 if request.param == "sort" else 0)
+    return request.param
+
+
+def check(scores: np.ndarray) -> None:
+    order = ranking(scores)
+    for k in ks_for(scores.size):
+        got = top_k(scores, k)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, reference(scores, k, order), err_msg=f"k={k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_random(path, n, dtype):
+    check(np.random.default_rng(n).random(n).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_heavy_ties(path, n, dtype):
+    rng = np.random.default_rng(n + 1)
+    check(np.ones(n, dtype=dtype))  # all equal
+    check(np.zeros(n, dtype=dtype))  # all unchanged rows
+    check(rng.integers(0, 3, n).astype(dtype))  # values from {0, 1, 2}
+    many_zeros = rng.random(n).astype(dtype)
+    many_zeros[rng.random(n) < 0.9] = 0.0
+    check(many_zeros)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ties_in_low_bits(path, dtype):
+    """Values differing only in the last mantissa bits exercise every radix level."""
+    rng = np.random.default_rng(7)
+    n = 100_003
+    one = dtype(1.0)
+    scores = (one + rng.integers(0, 40, n) * np.spacing(one)).astype(dtype)
+    check(scores)
+    check(np.full(n, np.spacing(dtype(0)), dtype=dtype))  # all equal denormals
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [17, 1000, 100_003])
+def test_nan_rows_first(path, n, dtype):
+    rng = np.random.default_rng(3)
+    scores = rng.random(n).astype(dtype)
+    nan_rows = np.sort(rng.choice(n, size=max(1, n // 100), replace=False))
+    scores[nan_rows[::2]] = np.nan
+    scores[nan_rows[1::2]] = -np.nan  # sign bit set, as produced by inf - inf on x86
+    got = top_k(scores, nan_rows.size)
+    np.testing.assert_array_equal(got, nan_rows)
+    check(scores)
+    scores[rng.integers(0, n, 5)] = np.inf  # NaN ties with +inf, broken by row id
+    check(scores)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_negative_and_signed_zero(path, dtype):
+    """Out of the norm domain but still exact: negatives, -inf, and -0.0 == +0.0."""
+    rng = np.random.default_rng(11)
+    n = 100_003
+    scores = rng.standard_normal(n).astype(dtype)
+    scores[::7] = -0.0
+    scores[::11] = 0.0
+    scores[::13] = -np.inf
+    scores[::17] = np.nan
+    check(scores)
+    check(-np.abs(scores))
+
+
+@pytest.mark.parametrize("nchunks", [1, 2, 3, 7, 19])
+def test_chunk_quotas(nchunks):
+    """Many chunks (some empty): tie quotas and output offsets spread across them."""
+    rng = np.random.default_rng(nchunks)
+    for n in (65, 130, 5000):
+        signed = rng.standard_normal(n).astype(np.float32)
+        signed[::9] = np.nan
+        for scores in (rng.integers(0, 3, n).astype(np.float32), np.ones(n), signed):
+            order = ranking(scores)
+            for k in (1, n // 3, n // 2, n - 1):
+                with select._threads(0):  # one thread: tiny inputs, many calls
+                    got = select._top_k_radix(scores, k, nchunks)
+                np.testing.assert_array_equal(got, reference(scores, k, order))
+
+
+def test_top_k_input_handling():
+    scores = np.random.default_rng(0).random(10_000)
+    strided = scores[::2]
+    np.testing.assert_array_equal(top_k(strided, 100), reference(strided, 100))
+    big_endian = scores.astype(">f8")
+    np.testing.assert_array_equal(top_k(big_endian, 100), reference(scores, 100))
+    assert top_k(np.empty(0, dtype=np.float32), 3).size == 0
+    np.testing.assert_array_equal(top_k(scores, np.int64(5)), reference(scores, 5))
+    with pytest.raises(ValueError, match="1-D"):
+        top_k(scores.reshape(100, 100), 5)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        top_k(np.arange(10), 5)
+    with pytest.raises(TypeError):
+        top_k(scores, 2.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 3, 64])
+def test_row_change_norms(dtype, width):
+    rng = np.random.default_rng(width)
+    live = rng.standard_normal((1001, width)).astype(dtype)
+    saved = live + rng.standard_normal((1001, width)).astype(dtype) * 0.1
+    saved[::5] = live[::5]  # unchanged rows: exactly zero
+    got = row_change_norms(live, saved)
+    assert got.dtype == dtype and got.shape == (1001,)
+    expected = np.linalg.norm(live.astype(np.float64) - saved.astype(np.float64), axis=1)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, expected, rtol=rtol)
+    assert np.all(got[::5] == 0)
+    out = np.empty(1001, dtype=dtype)
+    assert row_change_norms(live, saved, out=out) is out
+    np.testing.assert_array_equal(out, got)
+
+
+def test_row_change_norms_views_dtypes_and_errors():
+    rng = np.random.default_rng(5)
+    big = rng.random((200, 10))
+    live, saved = big[:100, :6], big[100:, 2:8]  # non-contiguous views work
+    expected = np.linalg.norm(live - saved, axis=1)
+    np.testing.assert_allclose(row_change_norms(live, saved), expected, rtol=1e-12)
+    np.testing.assert_allclose(row_change_norms(live.T.T[::1], saved[::-1][::-1]), expected)
+    mixed = row_change_norms(live.astype(np.float32), saved)
+    assert mixed.dtype == np.float64
+    np.testing.assert_allclose(mixed, np.linalg.norm(live.astype(np.float32) - saved, axis=1))
+    nan_live = live.copy()
+    nan_live[3, 1] = np.nan
+    norms = row_change_norms(nan_live, saved)
+    assert np.isnan(norms[3]) and not np.isnan(np.delete(norms, 3)).any()
+    assert top_k(norms, 1)[0] == 3
+    with pytest.raises(ValueError, match="shapes differ"):
+        row_change_norms(live, saved[:50])
+    with pytest.raises(ValueError, match="2-D"):
+        row_change_norms(live[:, 0], saved[:, 0])
+    with pytest.raises(ValueError, match="float32 or float64"):
+        row_change_norms(live.astype(np.int64), saved.astype(np.int64))
+    with pytest.raises(ValueError, match="out must be"):
+        row_change_norms(live, saved, out=np.empty(100, dtype=np.float32))
+
+
+def test_select_top_changed():
+    rng = np.random.default_rng(9)
+    live = rng.standard_normal((50_000, 4)).astype(np.float32)
+    saved = live.copy()
+    changed = np.sort(rng.choice(50_000, size=700, replace=False))
+    saved[changed] += 1.0 + rng.random((700, 4)).astype(np.float32)
+    np.testing.assert_array_equal(select_top_changed(live, saved, 700), changed)
+    got = select_top_changed(live, saved, 1000)  # 300 ties at zero change: lowest ids
+    unchanged = np.setdiff1d(np.arange(50_000), changed)[:300]
+    np.testing.assert_array_equal(got, np.union1d(changed, unchanged))
