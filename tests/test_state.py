@@ -55,3 +55,15 @@ def test_state_rejects_bad_tables():
         Sharding(10, 0)
     with pytest.raises(ConfigError):
         Sharding(10, 8).rows_of([8])
+
+
+def test_tables_update_in_place_through_the_state():
+    st = State({"w": np.zeros((4, 2), np.float32)}, n_shards=2)
+    arr = st["w"]
+    st["w"] += 1.0
+    st["w"] = np.full((4, 2), 3.0)
+    assert arr is st["w"] and (arr == 3.0).all()
+    with pytest.raises(ConfigError, match="shape"):
+        st["w"] = np.zeros((5, 2))
+    with pytest.raises(ConfigError, match="no table"):
+        st["v"] = np.zeros((4, 2))

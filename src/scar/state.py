@@ -109,6 +109,18 @@ class State(Mapping[str, np.ndarray]):
     def __getitem__(self, name: str) -> np.ndarray:
         return self._tables[name]
 
+    def __setitem__(self, name: str, values: np.ndarray) -> None:
+        """Overwrite a table's values in place (``state["w"] += g`` works; tables cannot be
+        added or reshaped: checkpoints and shards are laid out for the shapes given at start)."""
+        table = self._tables.get(name)
+        if table is None:
+            raise ConfigError(f"no table {name!r} in this state ({', '.join(self._tables)})")
+        if values is not table:
+            values = np.asarray(values)
+            if values.shape != table.shape:
+                raise ConfigError(f"table {name!r} has shape {table.shape}, got {values.shape}")
+            np.copyto(table, values)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._tables)
 
