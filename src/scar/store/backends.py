@@ -1,0 +1,437 @@
+"""Where a store's files live: a local directory, or any fsspec filesystem (memory://, s3://).
+
+A backend offers the few operations the store needs, with the durability each promises:
+
+* ``write_files`` — the files are durable when it returns (local: write, fsync the files and
+  their directories; object stores: one put per object, which appears whole or not at all);
+* ``publish`` — write files, then commit one small file atomically (local: the files and a
+  temporary file are written and flushed together, then the temporary file is renamed and the
+  directory flushed; object stores: the puts, then a single put-if-absent of the small file —
+  on S3 a rename is a copy and a delete, so it is never used);
+* ``lock`` — the exclusive writer lock (local: ``flock`` on ``LOCK``, released by the kernel
+  when the writer dies; object stores: a ``LOCK`` object created with put-if-absent, holding
+  the owner's host and pid, see :meth:`FsspecBackend.lock`).
+
+Every ``OSError`` becomes a :class:`StoreError` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import StoreError
+from .format import LOCK_NAME
+
+PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger than this
+
+
+def _why(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def owner_record() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+
+
+def _describe(owner: dict | None) -> str:
+    if not owner:
+        return "another writer"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("since", 0)))
+    return f"pid {owner.get('pid')} on {owner.get('host')} since {since}"
+
+
+class LocalBackend:
+    """A directory on a local file system."""
+
+    local = True
+
+    def __init__(self, root: str, fsync: bool = True) -> None:
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.url = self.root
+        self.fsync = fsync
+        self._lock_fd: int | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _p(self, rel: str) -> str:
+        return os.path.join(self.root, *rel.split("/")) if rel else self.root
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.root)
+
+    def make_root(self, subdirs: tuple[str, ...]) -> None:
+        try:
+            for d in ("", *subdirs):
+                os.makedirs(self._p(d), exist_ok=True)
+            probe = self._p(f".probe-{uuid.uuid4().hex}")
+            with open(probe, "wb"):
+                pass
+            os.unlink(probe)
+        except OSError as e:
+            raise StoreError(f"cannot write checkpoint store {self.root}: {_why(e)}") from None
+
+    def list(self, sub: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self._p(sub)))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StoreError(f"cannot list {self._p(sub)}: {_why(e)}") from None
+
+    def walk(self, sub: str) -> list[str]:
+        out = []
+        for dirpath, _dirs, files in os.walk(self._p(sub)):
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            out += [f"{rel}/{f}" for f in files]
+        return sorted(out)
+
+    def size(self, rel: str) -> int:
+        return os.stat(self._p(rel)).st_size
+
+    def read(self, rel: str, start: int = 0, length: int | None = None) -> bytes:
+        """Bytes ``start:start+length`` (fewer if the file is shorter: the caller checks)."""
+        with open(self._p(rel), "rb") as f:
+            if start:
+                f.seek(start)
+            return f.read() if length is None else f.read(length)
+
+    def read_into(self, rel: str, start: int, out: memoryview) -> int:
+        with open(self._p(rel), "rb", buffering=0) as f:
+            f.seek(start)
+            n = 0
+            while n < len(out):
+                k = f.readinto(out[n:])
+                if not k:
+                    break
+                n += k
+            return n
+
+    def _write_one(self, rel: str, buffers: list, sync: bool = True) -> None:
+        path = self._p(rel)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for b in buffers:
+                mv = memoryview(b).cast("B")
+                while len(mv):
+                    mv = mv[os.write(fd, mv[: 1 << 30]) :]
+            if sync and self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _fsync_all(self, rels: list[str]) -> None:
+        """fsync files and directories concurrently: the file system commits them together."""
+        if not self.fsync or not rels:
+            return
+
+        def one(rel: str) -> None:
+            fd = os.open(self._p(rel), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        if len(rels) == 1:
+            one(rels[0])
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(4, thread_name_prefix="scar-fsync")
+        list(self._pool.map(one, rels))
+
+    def _write_all(self, files: list[tuple[str, list]]) -> list[str]:
+        """Write files; return what still needs an fsync: small files (flushed together by the
+        caller), new directories and their parents. Large batches are written on two threads,
+        each file flushed as soon as it is written, so the disk works while the rest is written."""
+        pending = sorted({rel.rsplit("/", 1)[0] for rel, _ in files})
+        for d in list(pending):
+            if not os.path.isdir(self._p(d)):
+                os.makedirs(self._p(d), exist_ok=True)
+                pending.append(d.rsplit("/", 1)[0] if "/" in d else "")
+        total = sum(sum(len(memoryview(b).cast("B")) for b in bufs) for _, bufs in files)
+        if total > PARALLEL_BYTES and len(files) > 1:
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda f: self._write_one(*f, sync=True), files))
+            return pending
+        for rel, bufs in files:
+            self._write_one(rel, bufs, sync=False)
+        return [rel for rel, _ in files] + pending
+
+    def write_files(self, files: list[tuple[str, list]]) -> None:
+        try:
+            self._fsync_all(self._write_all(files))
+        except OSError as e:
+            raise StoreError(f"cannot write to checkpoint store {self.root}: {_why(e)}") from None
+
+    def _sync_dir(self, rel: str) -> None:
+        self._fsync_all([rel])
+
+    def commit(self, rel: str, data: bytes) -> None:
+        self.publish([], rel, data)
+
+    def publish(self, files: list[tuple[str, list]], rel: str, data: bytes) -> None:
+        """Write ``files``, then commit ``rel`` atomically, with two flushes in all: the files,
+        their directories and the temporary manifest together, then (after the rename) the
+        manifest's directory."""
+        d, name = rel.rsplit("/", 1)
+        tmp = f"{d}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            pending = self._write_all(files) if files else []
+            self._write_one(tmp, [data], sync=False)
+            self._fsync_all([*pending, tmp])
+            os.replace(self._p(tmp), self._p(rel))
+            self._fsync_all([d])
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(self._p(tmp))
+            raise StoreError(f"cannot write to checkpoint store {self.root}: {_why(e)}") from None
+
+    def delete(self, rels: list[str]) -> None:
+        for rel in rels:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._p(rel))
+
+    def is_temporary(self, name: str) -> bool:
+        return ".tmp-" in name
+
+    # -- the writer lock ---------------------------------------------------------------------
+    def lock(self, force: bool = False) -> None:
+        import fcntl
+
+        path = self._p(LOCK_NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise StoreError(f"cannot lock {path}: {_why(e)}") from None
+            raise StoreError(
+                f"checkpoint store {self.root} is in use by {_describe(self._owner())}: "
+                "one writer at a time"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(owner_record()).encode())
+        self._lock_fd = fd
+
+    def _owner(self) -> dict | None:
+        try:
+            return json.loads(self.read(LOCK_NAME) or b"null")
+        except (OSError, ValueError):
+            return None
+
+    def __del__(self) -> None:
+        self.unlock()  # a store dropped without close() must not keep its lock
+
+    def unlock(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown()
+            self._pool = None
+        if getattr(self, "_lock_fd", None) is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def lock_owner(self) -> dict | None:
+        """The writer holding the lock now, or None."""
+        import fcntl
+
+        try:
+            fd = os.open(self._p(LOCK_NAME), os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except OSError:
+            return self._owner() or {}
+        finally:
+            os.close(fd)
+
+    def break_lock(self) -> dict | None:
+        return None  # an flock dies with its process: there is never a stale one
+
+
+class FsspecBackend:
+    """Any fsspec filesystem: ``memory://``, ``s3://`` (through s3fs), ..."""
+
+    local = False
+
+    def __init__(self, url: str, storage_options: dict | None = None) -> None:
+        import fsspec
+
+        opts = dict(storage_options or {})
+        if url.startswith(("s3://", "s3a://")):
+            opts.setdefault("use_listings_cache", False)
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **opts)
+        except (ImportError, ValueError) as e:
+            raise StoreError(f"cannot open checkpoint store {url}: {e}") from None
+        self.root = root.rstrip("/")
+        self.url = url.rstrip("/")
+        self._token: str | None = None
+
+    def _p(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def _wrap(self, what: str, e: BaseException) -> StoreError:
+        return StoreError(f"cannot {what} checkpoint store {self.url}: {_why(e)}")
+
+    def exists(self) -> bool:
+        try:
+            return bool(self.fs.exists(self._p(LOCK_NAME)) or self.fs.ls(self.root, detail=False))
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise self._wrap("read", e) from None
+
+    def make_root(self, subdirs: tuple[str, ...]) -> None:
+        probe = self._p(f".probe-{uuid.uuid4().hex}")
+        try:
+            self.fs.pipe_file(probe, b"")
+            self.fs.rm_file(probe)
+        except (OSError, ValueError) as e:
+            raise self._wrap("write", e) from None
+
+    def list(self, sub: str) -> list[str]:
+        try:
+            return sorted(
+                p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self._p(sub), detail=False)
+            )
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise self._wrap("list", e) from None
+
+    def walk(self, sub: str) -> list[str]:
+        try:
+            found = self.fs.find(self._p(sub))
+        except FileNotFoundError:
+            return []
+        n = len(self.root.lstrip("/")) + 1
+        return sorted(p.lstrip("/")[n:] for p in found)
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(self._p(rel)))
+
+    def read(self, rel: str, start: int = 0, length: int | None = None) -> bytes:
+        end = None if length is None else start + length
+        if start == 0 and end is None:
+            return self.fs.cat_file(self._p(rel))
+        try:
+            return self.fs.cat_file(self._p(rel), start=start, end=end)
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError) as e:  # a range beyond the end of a truncated object
+            if isinstance(e, ValueError) or e.errno == errno.EINVAL:
+                return b""
+            raise
+
+    def read_into(self, rel: str, start: int, out: memoryview) -> int:
+        data = self.read(rel, start, len(out))
+        out[: len(data)] = data
+        return len(data)
+
+    def write_files(self, files: list[tuple[str, list]]) -> None:
+        try:
+            self.fs.pipe({self._p(rel): b"".join(bufs) for rel, bufs in files})
+        except (OSError, ValueError) as e:
+            raise self._wrap("write to", e) from None
+
+    def publish(self, files: list[tuple[str, list]], rel: str, data: bytes) -> None:
+        if files:
+            self.write_files(files)
+        self.commit(rel, data)
+
+    def commit(self, rel: str, data: bytes) -> None:
+        try:
+            self.fs.pipe_file(self._p(rel), data, mode="create")
+        except FileExistsError:
+            raise StoreError(f"{self.url}/{rel} exists: another writer committed it") from None
+        except (OSError, ValueError) as e:
+            raise self._wrap("commit to", e) from None
+
+    def delete(self, rels: list[str]) -> None:
+        if rels:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm([self._p(r) for r in rels])
+
+    def is_temporary(self, name: str) -> bool:
+        return False  # object stores never hold half-written objects
+
+    # -- the writer lock ---------------------------------------------------------------------
+    def lock(self, force: bool = False) -> None:
+        """Create ``LOCK`` with put-if-absent. A lock left by a dead process on this host (its
+        pid no longer runs) is broken automatically; one from another host needs
+        ``scar ckpt unlock URL`` (or ``force=True``) once its writer is known to be dead."""
+        token = uuid.uuid4().hex
+        record = json.dumps({**owner_record(), "token": token}).encode()
+        for attempt in range(2):
+            try:
+                self.fs.pipe_file(self._p(LOCK_NAME), record, mode="create")
+                self._token = token
+                return
+            except FileExistsError:
+                owner = self._owner()
+                if attempt == 0 and (force or _dead_here(owner)):
+                    self.break_lock()
+                    continue
+                raise StoreError(
+                    f"checkpoint store {self.url} is in use by {_describe(owner)}: one writer "
+                    "at a time (if that writer is dead, run `scar ckpt unlock URL`)"
+                ) from None
+            except (OSError, ValueError) as e:
+                raise self._wrap("lock", e) from None
+
+    def _owner(self) -> dict | None:
+        try:
+            return json.loads(self.fs.cat_file(self._p(LOCK_NAME)))
+        except (OSError, ValueError):
+            return None
+
+    def unlock(self) -> None:
+        if self._token is not None:
+            owner = self._owner()
+            if owner and owner.get("token") == self._token:
+                with contextlib.suppress(OSError):
+                    self.fs.rm_file(self._p(LOCK_NAME))
+            self._token = None
+
+    def lock_owner(self) -> dict | None:
+        return self._owner()
+
+    def break_lock(self) -> dict | None:
+        owner = self._owner()
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._p(LOCK_NAME))
+        return owner
+
+
+def _dead_here(owner: dict | None) -> bool:
+    if not owner or owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, KeyError, ValueError, TypeError):
+        return False
+    return False
+
+
+def backend_for(url: str, storage_options: dict | None = None, fsync: bool = True):
+    """The backend of a store URL: a plain path or ``file://`` is local, anything else fsspec."""
+    if not isinstance(url, str) or not url:
+        raise StoreError(f"not a store URL: {url!r}")
+    if url.startswith("file://"):
+        return LocalBackend(url[len("file://") :], fsync)
+    if "://" not in url:
+        return LocalBackend(url, fsync)
+    return FsspecBackend(url, storage_options)

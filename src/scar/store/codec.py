@@ -1,0 +1,182 @@
+"""Segment and aux files: building their bytes, and checking and decoding them on read.
+
+Every function that reads takes the bytes a backend returned and the manifest's description
+of them; anything that does not match (size, CRC-32C, decompressed size, row ids out of order
+or outside their chunk) raises :class:`CorruptCheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .format import Aux, AuxArray, Segment, Table, checksum, corrupt
+
+ZSTD_LEVEL = 1
+PAYS = 0.9  # compress a segment only if that saves at least 10 %
+
+
+def _zstd():
+    import zstandard
+
+    return zstandard
+
+
+def _shuffle(values: np.ndarray) -> np.ndarray:
+    """Byte-transpose: all first bytes of the floats, then all second bytes, ... (compresses
+    far better: exponents and high mantissa bytes repeat)."""
+    s = values.dtype.itemsize
+    return np.ascontiguousarray(values.reshape(-1).view(np.uint8).reshape(-1, s).T)
+
+
+def _unshuffle(raw: bytes, dtype: np.dtype) -> np.ndarray:
+    s = dtype.itemsize
+    return np.ascontiguousarray(np.frombuffer(raw, np.uint8).reshape(s, -1).T).view(dtype)
+
+
+def build_segment(
+    path: str,
+    t: int,
+    c: int,
+    table: Table,
+    version: int,
+    iteration: int,
+    ids: np.ndarray | None,
+    iters: np.ndarray | None,
+    values: np.ndarray,
+    codec: str,
+) -> tuple[Segment, list]:
+    """The manifest entry and the bytes (a list of buffers) of one segment. ``ids`` None: the
+    segment holds every row of chunk ``c``; ``iters`` None: every row was saved at
+    ``iteration``."""
+    index = []
+    if ids is not None:
+        index.append(np.ascontiguousarray(ids, dtype="<i8"))
+    if iters is not None:
+        index.append(np.ascontiguousarray(iters, dtype="<i8"))
+    vals = np.ascontiguousarray(values, dtype=table.stored_dtype)
+    raw_index = [memoryview(a).cast("B") for a in index]
+    raw_values = memoryview(vals.reshape(-1)).cast("B") if vals.size else memoryview(b"")
+    index_bufs, values_bufs, used = raw_index, [raw_values], "raw"
+    if codec == "zstd" and vals.size:
+        z = _zstd().ZstdCompressor(level=ZSTD_LEVEL)
+        zi = z.compress(b"".join(raw_index)) if raw_index else b""
+        zv = z.compress(_shuffle(vals))
+        raw = sum(len(b) for b in raw_index) + len(raw_values)
+        if len(zi) + len(zv) <= PAYS * raw:
+            index_bufs, values_bufs, used = ([zi] if zi else []), [zv], "zstd"
+    seg = Segment(
+        path=path,
+        table=t,
+        chunk=c,
+        version=version,
+        iteration=int(iteration),
+        rows=int(vals.shape[0]),
+        dense=ids is None,
+        row_iters=iters is not None,
+        codec=used,
+        index_bytes=sum(len(b) for b in index_bufs),
+        index_crc=checksum(*index_bufs),
+        values_bytes=sum(len(b) for b in values_bufs),
+        values_crc=checksum(*values_bufs),
+    )
+    return seg, index_bufs + values_bufs
+
+
+def _check(data: bytes, nbytes: int, crc: str, path: str, what: str) -> None:
+    if len(data) != nbytes:
+        raise corrupt(
+            path,
+            f"{path}: truncated {what}: {len(data)} of {nbytes} bytes"
+            if len(data) < nbytes
+            else f"{path}: {what} is {len(data)} bytes, expected {nbytes}",
+        )
+    if checksum(data) != crc:
+        raise corrupt(path, f"{path}: {what} checksum mismatch")
+
+
+def _expand(data: bytes, codec: str, raw: int, path: str, what: str) -> bytes:
+    if codec == "raw":
+        return data
+    try:
+        out = _zstd().ZstdDecompressor().decompress(data, max_output_size=raw)
+    except Exception as e:  # zstandard.ZstdError
+        raise corrupt(path, f"{path}: {what} does not decompress ({e})") from None
+    if len(out) != raw:
+        raise corrupt(path, f"{path}: {what} decompresses to {len(out)} bytes, not {raw}")
+    return out
+
+
+def decode_index(data: bytes, seg: Segment, table: Table) -> tuple[np.ndarray, np.ndarray | None]:
+    """(row ids, per-row iterations or None) of a segment, from its index section."""
+    _check(data, seg.index_bytes, seg.index_crc, seg.path, "index section")
+    lo, hi = table.chunks[seg.chunk], table.chunks[seg.chunk + 1]
+    if seg.dense and not seg.row_iters:
+        return np.arange(lo, hi, dtype=np.int64), None
+    raw = np.frombuffer(_expand(data, seg.codec, seg.index_raw(), seg.path, "index"), "<i8")
+    n = seg.rows
+    if seg.dense:
+        ids, iters = np.arange(lo, hi, dtype=np.int64), raw
+    else:
+        ids, iters = raw[:n].astype(np.int64), (raw[n:] if seg.row_iters else None)
+        if ids[0] < lo or ids[-1] >= hi or (n > 1 and not (np.diff(ids) > 0).all()):
+            raise corrupt(seg.path, f"{seg.path}: row ids are not sorted rows of its chunk")
+    if iters is not None and (iters.max() > seg.iteration or iters.min() < -1):
+        raise corrupt(seg.path, f"{seg.path}: row iterations out of range")
+    return ids, None if iters is None else iters.astype(np.int64)
+
+
+def decode_values(data: bytes, seg: Segment, table: Table) -> np.ndarray:
+    """The (rows, width) values of a segment, from its values section (read-only view)."""
+    _check(data, seg.values_bytes, seg.values_crc, seg.path, "values section")
+    raw = seg.rows * table.row_bytes
+    dt = table.stored_dtype
+    if seg.codec == "zstd":
+        arr = _unshuffle(_expand(data, seg.codec, raw, seg.path, "values"), dt)
+    else:
+        arr = np.frombuffer(data, dt)
+    return arr.reshape(seg.rows, table.width)
+
+
+def check_values_inplace(buf: memoryview, seg: Segment) -> None:
+    """Checksum of a raw values section that was read straight into the caller's array."""
+    _check(buf, seg.values_bytes, seg.values_crc, seg.path, "values section")
+
+
+# -- aux files ------------------------------------------------------------------------------
+def build_aux(
+    path: str, version: int, iteration: int, arrays: Mapping[str, np.ndarray], codec: str
+) -> tuple[Aux, list]:
+    meta, bufs = [], []
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        if a.dtype.kind not in "biufc":
+            raise TypeError(f"aux array {name!r} has dtype {a.dtype}, not a plain number type")
+        meta.append(AuxArray(str(name), a.dtype.str, tuple(int(n) for n in a.shape)))
+        bufs.append(memoryview(a.reshape(-1)).cast("B") if a.size else b"")
+    used = "raw"
+    if codec == "zstd" and bufs:
+        z = _zstd().ZstdCompressor(level=ZSTD_LEVEL).compress(b"".join(bufs))
+        if len(z) <= PAYS * sum(len(b) for b in bufs):
+            bufs, used = [z], "zstd"
+    aux = Aux(
+        path, version, int(iteration), used, sum(len(b) for b in bufs), checksum(*bufs), tuple(meta)
+    )
+    return aux, bufs
+
+
+def decode_aux(data: bytes, aux: Aux) -> dict[str, np.ndarray]:
+    if not aux.path:
+        return {}
+    _check(data, aux.nbytes, aux.crc, aux.path, "aux file")
+    raw = _expand(data, aux.codec, sum(a.nbytes for a in aux.arrays), aux.path, "aux file")
+    out, off = {}, 0
+    for a in aux.arrays:
+        out[a.name] = (
+            np.frombuffer(raw, np.dtype(a.dtype), count=int(np.prod(a.shape)), offset=off)
+            .reshape(a.shape)
+            .copy()
+        )
+        off += a.nbytes
+    return out

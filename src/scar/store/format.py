@@ -1,0 +1,382 @@
+"""The on-disk format of the durable checkpoint store (described in the README).
+
+A store is a directory (or an object-store prefix)::
+
+    LOCK                                  the writer lock (owner: host, pid, time)
+    manifests/v0000000007.json            the manifest of version 7, written last (the commit)
+    data/v0000000007.t0.c0003.seg         rows of table 0, chunk 3, written by version 7
+    data/v0000000007.aux                  worker-side arrays of version 7 (if any)
+
+A manifest is one header line ``SCAR-MANIFEST <format> <crc32c> <body bytes>`` and a JSON body
+(the CRC-32C covers the format, the size and the body). It is self-contained: it lists every
+segment that holds the latest saved value of some row as of its version (older segments
+included), in the order in which they override each other, so reading one manifest is enough to
+resolve every row. A segment file is two sections,
+each with its size and CRC-32C in the manifest: an *index* section (int64 row ids, omitted for
+a dense segment covering its whole chunk; then int64 per-row iterations for merged segments) and
+a *values* section (rows x width, little-endian, the table's dtype). With the ``zstd`` codec each
+section is zstd-compressed, the values byte-shuffled first. Nothing is ever unpickled: arrays are
+raw bytes whose dtype and shape come from the (validated) manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import crc32c
+import numpy as np
+
+from ..errors import CorruptCheckpointError, StoreError
+from .base import TableSpec
+
+FORMAT = "scar-store"
+FORMAT_VERSION = 1
+MAGIC = b"SCAR-MANIFEST"
+MANIFEST_DIR = "manifests"
+DATA_DIR = "data"
+LOCK_NAME = "LOCK"
+TABLE_DTYPES = ("float16", "float32", "float64")
+CODECS = ("raw", "zstd")
+MAX_BYTES = 1 << 46  # refuse to believe in a file or array larger than 64 TiB
+_MANIFEST_RE = re.compile(r"^v(\d{10})\.json$")
+_CRC_RE = re.compile(r"^[0-9a-f]{8}$")
+_SEGMENT_RE = re.compile(r"^data/v\d{10}\.[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+
+
+def corrupt(path: str, msg: str, cls: type = CorruptCheckpointError) -> CorruptCheckpointError:
+    """A :class:`CorruptCheckpointError` that knows which file is bad (``.path``)."""
+    e = cls(msg)
+    e.path = path
+    return e
+
+
+def checksum(*buffers: Any) -> str:
+    value = 0
+    for b in buffers:
+        value = crc32c.crc32c(b, value)
+    return f"{value:08x}"
+
+
+def manifest_name(version: int) -> str:
+    return f"v{version:010d}.json"
+
+
+def manifest_version(name: str) -> int | None:
+    m = _MANIFEST_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def data_prefix(version: int) -> str:
+    """Files of a version are ``data/v<version>.<name>`` (no directory per version: creating
+    and removing one costs more than the small files of a partial checkpoint)."""
+    return f"{DATA_DIR}/v{version:010d}"
+
+
+def chunk_bounds(n_rows: int, row_bytes: int, chunk_bytes: int, max_chunks: int = 4096) -> list:
+    """Row boundaries of a table's chunks. Tables above ``chunk_bytes`` get a multiple of 8
+    chunks with the same rounding as the range sharding, so that a shard of 8 (or 16, ...) is
+    a whole number of chunks and restoring it reads only its share of the bytes."""
+    total = n_rows * row_bytes
+    k = 1 if total <= chunk_bytes else 8 * -(-total // (8 * chunk_bytes))
+    k = max(1, min(k, max_chunks, n_rows))
+    return np.linspace(0, n_rows, k + 1).round().astype(np.int64).tolist()
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    n_rows: int
+    width: int
+    dtype: str
+    chunks: tuple[int, ...]  # row bounds: chunk c holds rows chunks[c]:chunks[c+1]
+
+    @property
+    def spec(self) -> TableSpec:
+        return TableSpec(self.name, self.n_rows, self.width, self.dtype)
+
+    @property
+    def row_bytes(self) -> int:
+        return self.width * np.dtype(self.dtype).itemsize
+
+    @property
+    def stored_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype).newbyteorder("<")
+
+    def chunk_rows(self, c: int) -> int:
+        return self.chunks[c + 1] - self.chunks[c]
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: str
+    table: int
+    chunk: int
+    version: int  # the version that wrote it
+    iteration: int  # iteration of every row, or the newest one when row_iters
+    rows: int
+    dense: bool  # holds every row of its chunk (no row ids stored)
+    row_iters: bool  # per-row iterations stored (segments merged by compaction)
+    codec: str
+    index_bytes: int
+    index_crc: str
+    values_bytes: int
+    values_crc: str
+
+    @property
+    def nbytes(self) -> int:
+        return self.index_bytes + self.values_bytes
+
+    def index_raw(self) -> int:
+        return self.rows * 8 * ((not self.dense) + self.row_iters)
+
+
+@dataclass(frozen=True)
+class AuxArray:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Aux:
+    path: str
+    version: int
+    iteration: int
+    codec: str
+    nbytes: int
+    crc: str
+    arrays: tuple[AuxArray, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    iteration: int
+    complete: bool
+    rows: int
+    value_bytes: int
+    stored_bytes: int  # bytes this version wrote: its segments, aux file and manifest body
+    created: float
+    tables: tuple[Table, ...]
+    segments: tuple[Segment, ...]
+    aux: Aux | None
+
+    def paths(self) -> list[str]:
+        return [s.path for s in self.segments] + (
+            [self.aux.path] if self.aux and self.aux.path else []
+        )
+
+
+# -- manifests ------------------------------------------------------------------------------
+def encode_manifest(m: Manifest) -> bytes:
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **vars(m)}
+    doc["tables"] = [vars(t) for t in m.tables]
+    doc["segments"] = [vars(s) for s in m.segments]
+    if m.aux is not None:
+        doc["aux"] = {**vars(m.aux), "arrays": [vars(a) for a in m.aux.arrays]}
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    crc = checksum(_covered(FORMAT_VERSION, len(body)), body)
+    return b"%s %d %s %d\n" % (MAGIC, FORMAT_VERSION, crc.encode(), len(body)) + body
+
+
+def _covered(fmt: int, size: int) -> bytes:
+    """The header fields the manifest's checksum covers, with its body."""
+    return b"%s %d %d\n" % (MAGIC, fmt, size)
+
+
+def decode_manifest(data: bytes, name: str) -> Manifest:
+    """Parse and validate a manifest; :class:`CorruptCheckpointError` names what is wrong."""
+
+    def bad(why: str) -> CorruptCheckpointError:
+        return corrupt(name, f"{name}: {why}")
+
+    nl = data.find(b"\n", 0, 100)
+    parts = data[:nl].split(b" ") if nl > 0 else []
+    if len(parts) != 4 or parts[0] != MAGIC:
+        raise bad("not a scar manifest (bad header)")
+    try:
+        fmt, crc, size = int(parts[1]), parts[2].decode("ascii"), int(parts[3])
+    except (ValueError, UnicodeDecodeError):
+        raise bad("bad header") from None
+    body = data[nl + 1 :]
+    if len(body) != size:
+        raise bad(f"truncated or padded: body is {len(body)} bytes, header says {size}")
+    if checksum(_covered(fmt, size), body) != crc:
+        raise bad("checksum mismatch")
+    if fmt != FORMAT_VERSION:
+        raise StoreError(f"{name}: store format {fmt} is not supported (this scar reads 1)")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise bad("body is not JSON") from None
+    try:
+        return _manifest_from_doc(doc, manifest_version(name.rsplit("/", 1)[-1]))
+    except _Invalid as e:
+        raise bad(str(e)) from None
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _get(d: Any, key: str, kind: type | tuple, what: str = "") -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise _Invalid(f"{what or 'manifest'} has no {key!r}")
+    v = d[key]
+    if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+        raise _Invalid(f"{what or 'manifest'}: {key!r} must be an integer")
+    if not isinstance(v, kind):
+        raise _Invalid(f"{what or 'manifest'}: {key!r} has the wrong type")
+    return v
+
+
+def _int(d: Any, key: str, lo: int, hi: int = MAX_BYTES, what: str = "") -> int:
+    v = _get(d, key, int, what)
+    if not lo <= v <= hi:
+        raise _Invalid(f"{what or 'manifest'}: {key!r} = {v} is outside {lo}..{hi}")
+    return v
+
+
+def check_path(p: Any) -> str:
+    """A data file path must be a plain file name inside ``data/``: ``data/v<10 digits>.<name>``."""
+    if not isinstance(p, str) or not _SEGMENT_RE.match(p) or ".." in p:
+        raise _Invalid(f"path {p!r} points outside the store")
+    return p
+
+
+def _crc(d: Any, key: str, what: str) -> str:
+    v = _get(d, key, str, what)
+    if not _CRC_RE.match(v):
+        raise _Invalid(f"{what}: {key!r} is not a CRC-32C")
+    return v
+
+
+def _manifest_from_doc(doc: Any, file_version: int | None) -> Manifest:
+    if _get(doc, "format", str) != FORMAT:
+        raise _Invalid(f"format is not {FORMAT!r}")
+    version = _int(doc, "version", 0)
+    if file_version is not None and version != file_version:
+        raise _Invalid(f"holds version {version}, but its name says {file_version}")
+    tables = []
+    for i, t in enumerate(_get(doc, "tables", list)):
+        w = f"table {i}"
+        n, width = _int(t, "n_rows", 0, 1 << 40, w), _int(t, "width", 0, 1 << 30, w)
+        dtype = _get(t, "dtype", str, w)
+        if dtype not in TABLE_DTYPES:
+            raise _Invalid(f"{w}: dtype {dtype!r} is not one of {', '.join(TABLE_DTYPES)}")
+        ch = _get(t, "chunks", list, w)
+        ok = len(ch) >= 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in ch)
+        if (
+            not ok
+            or ch[0] != 0
+            or ch[-1] != n
+            or any(a > b for a, b in zip(ch[:-1], ch[1:], strict=True))
+        ):
+            raise _Invalid(f"{w}: chunk bounds do not cover rows 0..{n}")
+        if n * width * np.dtype(dtype).itemsize > MAX_BYTES:
+            raise _Invalid(f"{w}: shape ({n}, {width}) is implausibly large")
+        tables.append(Table(_get(t, "name", str, w), n, width, dtype, tuple(ch)))
+    if not tables or len({t.name for t in tables}) != len(tables):
+        raise _Invalid("tables are missing or not unique")
+    segments, seen = [], set()
+    for i, s in enumerate(_get(doc, "segments", list)):
+        segments.append(_segment(s, f"segment {i}", tables, version))
+        if segments[-1].path in seen:
+            raise _Invalid(f"segment {i}: path listed twice")
+        seen.add(segments[-1].path)
+    aux = doc.get("aux")
+    if aux is not None:
+        aux = _aux(aux, version)
+    return Manifest(
+        version,
+        _int(doc, "iteration", -1, 1 << 62),
+        _get(doc, "complete", bool),
+        _int(doc, "rows", 0),
+        _int(doc, "value_bytes", 0),
+        _int(doc, "stored_bytes", 0),
+        float(_get(doc, "created", (int, float))),
+        tuple(tables),
+        tuple(segments),
+        aux,
+    )
+
+
+def _segment(s: Any, w: str, tables: list[Table], version: int) -> Segment:
+    t = _int(s, "table", 0, len(tables) - 1, w)
+    table = tables[t]
+    c = _int(s, "chunk", 0, len(table.chunks) - 2, w)
+    rows = _int(s, "rows", 1, table.chunk_rows(c), w)
+    dense, row_iters = _get(s, "dense", bool, w), _get(s, "row_iters", bool, w)
+    if dense and rows != table.chunk_rows(c):
+        raise _Invalid(f"{w}: dense, but holds {rows} of {table.chunk_rows(c)} rows")
+    codec = _get(s, "codec", str, w)
+    if codec not in CODECS:
+        raise _Invalid(f"{w}: unknown codec {codec!r}")
+    seg = Segment(
+        check_path(_get(s, "path", str, w)),
+        t,
+        c,
+        _int(s, "version", 0, version, w),
+        _int(s, "iteration", -1, 1 << 62, w),
+        rows,
+        dense,
+        row_iters,
+        codec,
+        _int(s, "index_bytes", 0, MAX_BYTES, w),
+        _crc(s, "index_crc", w),
+        _int(s, "values_bytes", 0, MAX_BYTES, w),
+        _crc(s, "values_crc", w),
+    )
+    if codec == "raw" and (
+        seg.index_bytes != seg.index_raw() or seg.values_bytes != rows * table.row_bytes
+    ):
+        raise _Invalid(f"{w}: section sizes do not match {rows} rows of table {table.name!r}")
+    return seg
+
+
+def _aux(a: Any, version: int) -> Aux:
+    w = "aux"
+    arrays = []
+    for i, x in enumerate(_get(a, "arrays", list, w)):
+        dt, shape = _get(x, "dtype", str, w), _get(x, "shape", list, w)
+        try:
+            kind = np.dtype(dt).kind
+        except TypeError:
+            kind = "?"
+        if kind not in "biufc" or np.dtype(dt).hasobject:
+            raise _Invalid(f"aux array {i}: dtype {dt!r} is not a plain number type")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise _Invalid(f"aux array {i}: bad shape {shape!r}")
+        arrays.append(AuxArray(_get(x, "name", str, w), dt, tuple(shape)))
+    if sum(x.nbytes for x in arrays) > MAX_BYTES:
+        raise _Invalid("aux arrays are implausibly large")
+    codec = _get(a, "codec", str, w)
+    if codec not in CODECS:
+        raise _Invalid(f"aux: unknown codec {codec!r}")
+    path = _get(a, "path", str, w)
+    if path or arrays:  # an aux without arrays has no file
+        check_path(path)
+    aux = Aux(
+        path,
+        _int(a, "version", 0, version, w),
+        _int(a, "iteration", -1, 1 << 62, w),
+        codec,
+        _int(a, "nbytes", 0, MAX_BYTES, w),
+        _crc(a, "crc", w),
+        tuple(arrays),
+    )
+    if codec == "raw" and aux.nbytes != sum(x.nbytes for x in arrays):
+        raise _Invalid("aux: size does not match its arrays")
+    return aux
+
+
+def manifest_doc(data: bytes) -> dict:
+    """The JSON body of a manifest (for ``scar ckpt inspect --raw``), unvalidated."""
+    return json.loads(data[data.index(b"\n") + 1 :])

@@ -1,0 +1,113 @@
+"""The live set: which segment holds the latest saved value of each row.
+
+Segments are added in commit order; a row belongs to the last segment that contains it. A
+segment none of whose rows it still owns is dead: it drops out of the next manifest (its file
+is deleted once no retained manifest lists it).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .format import Segment, Table
+
+# An update: a new segment with its row ids (None: every row of its chunk) and per-row
+# iterations (None: all rows at the segment's iteration).
+Update = tuple[Segment, np.ndarray | None, np.ndarray | None]
+
+
+class LiveSet:
+    def __init__(self, tables: tuple[Table, ...]) -> None:
+        self.tables = tables
+        self.owner = [np.full(t.n_rows, -1, np.int32) for t in tables]  # segment uid
+        self.pos = [np.zeros(t.n_rows, np.int32) for t in tables]  # row inside that segment
+        self.iters = [np.full(t.n_rows, -1, np.int64) for t in tables]  # saved at iteration
+        self.segments: dict[int, Segment] = {}  # uid -> segment, in commit order
+        self.owned: dict[int, int] = {}  # uid -> rows it still owns
+        self.per_chunk: Counter = Counter()  # (table, chunk) -> live segments
+        self.bad: set[int] = set()  # uids of segments known to be corrupt or missing
+        self._uid = 0
+
+    def _rows(self, seg: Segment, ids: np.ndarray | None):
+        t = self.tables[seg.table]
+        return slice(t.chunks[seg.chunk], t.chunks[seg.chunk + 1]) if ids is None else ids
+
+    def _losses(self, updates: list[Update]) -> Counter:
+        lost: Counter = Counter()
+        for seg, ids, _ in updates:
+            old = self.owner[seg.table][self._rows(seg, ids)]
+            old = old[old >= 0]
+            if old.size:
+                uids, counts = np.unique(old, return_counts=True)
+                lost.update(dict(zip(uids.tolist(), counts.tolist(), strict=True)))
+        return lost
+
+    def preview(self, updates: list[Update]) -> list[Segment]:
+        """The segments that will be live once ``updates`` are applied, in order."""
+        lost = self._losses(updates)
+        keep = [s for uid, s in self.segments.items() if self.owned[uid] > lost.get(uid, 0)]
+        return keep + [seg for seg, _, _ in updates]
+
+    def apply(self, updates: list[Update]) -> None:
+        lost = self._losses(updates)
+        for seg, ids, iters in updates:
+            uid = self._uid
+            self._uid += 1
+            rows = self._rows(seg, ids)
+            self.owner[seg.table][rows] = uid
+            self.pos[seg.table][rows] = np.arange(seg.rows, dtype=np.int32)
+            self.iters[seg.table][rows] = seg.iteration if iters is None else iters
+            self.segments[uid] = seg
+            self.owned[uid] = seg.rows
+            self.per_chunk[seg.table, seg.chunk] += 1
+        for uid, n in lost.items():
+            self.owned[uid] -= n
+            if self.owned[uid] <= 0:
+                seg = self.segments.pop(uid)
+                del self.owned[uid]
+                self.per_chunk[seg.table, seg.chunk] -= 1
+
+    def apply_bad(self, seg: Segment, ids: np.ndarray | None) -> None:
+        """A bad segment takes only the rows that have no intact older copy (so that reading
+        them fails, naming it); every other row keeps its older intact owner."""
+        t = self.tables[seg.table]
+        rows = np.arange(t.chunks[seg.chunk], t.chunks[seg.chunk + 1]) if ids is None else ids
+        cur = self.owner[seg.table][rows]
+        take = rows[(cur < 0) | np.isin(cur, list(self.bad))]
+        if not take.size:
+            return
+        uid = self._uid
+        self._uid += 1
+        old = self.owner[seg.table][take]
+        for u, n in Counter(old[old >= 0].tolist()).items():
+            self.owned[u] -= n
+            if self.owned[u] <= 0:
+                gone = self.segments.pop(u)
+                del self.owned[u]
+                self.per_chunk[gone.table, gone.chunk] -= 1
+        self.owner[seg.table][take] = uid
+        self.iters[seg.table][take] = -1
+        self.segments[uid], self.owned[uid] = seg, int(take.size)
+        self.per_chunk[seg.table, seg.chunk] += 1
+        self.bad.add(uid)
+
+    def bad_rows(self, t: int, rows) -> tuple[Segment, int] | None:
+        """(a bad segment, how many of ``rows`` only it holds), if any of them."""
+        own = self.owner[t][rows]
+        hit = np.isin(own, list(self.bad)) if self.bad else np.zeros(own.shape, bool)
+        if hit.any():
+            return self.segments[int(own[hit][0])], int(hit.sum())
+        return None
+
+    def live_segments(self, t: int, c: int) -> int:
+        return self.per_chunk[t, c]
+
+    def single_owner(self, t: int, c: int) -> Segment | None:
+        """The segment that owns every row of chunk ``c``, if one does."""
+        table = self.tables[t]
+        own = self.owner[t][table.chunks[c] : table.chunks[c + 1]]
+        if own.size and own[0] >= 0 and own[0] not in self.bad and (own == own[0]).all():
+            return self.segments[int(own[0])]
+        return None

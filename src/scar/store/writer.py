@@ -1,0 +1,122 @@
+"""Asynchronous checkpoint writes: snapshot the rows, return to training, write in the background.
+
+``save()`` copies the rows it is given into a snapshot buffer (a plain memcpy; buffers are
+recycled, so the pages are already mapped) and queues the write. One background thread writes
+the queued versions in order, each committed as in synchronous mode. At most ``max_pending``
+versions wait in the queue; a further ``save()`` blocks until one is written (back-pressure
+rather than unbounded memory). A failure in the background is kept and raised, as a
+:class:`StoreError`, by the next call on the store; the versions queued behind the failed one
+are dropped (never committed), so what is committed is always a prefix of what was saved.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import ScarError, StoreError
+
+SMALL = 1 << 16  # below this, just allocate
+
+
+class SnapshotPool:
+    """Recycled byte buffers for snapshots, so a copy does not pay for page faults."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._free: list[np.ndarray] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def copy(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(a copy of ``a``, the buffer to give back once it has been written)."""
+        a = np.asarray(a)
+        if a.nbytes < SMALL:
+            return np.array(a, copy=True, order="C"), None
+        buf = None
+        with self._lock:
+            fits = [b for b in self._free if a.nbytes <= b.nbytes <= 2 * a.nbytes]
+            if fits:
+                buf = min(fits, key=lambda b: b.nbytes)
+                self._free.remove(buf)
+        if buf is None:
+            buf = np.empty(a.nbytes, np.uint8)
+        out = buf[: a.nbytes].view(a.dtype).reshape(a.shape)
+        np.copyto(out, a, casting="no")
+        return out, buf
+
+    def give(self, buffers: list[np.ndarray | None]) -> None:
+        with self._lock:
+            for b in buffers:
+                if b is not None:
+                    self._free.append(b)
+            while len(self._free) > self._keep:
+                self._free.remove(min(self._free, key=lambda b: b.nbytes))
+
+
+class BackgroundWriter:
+    """Runs ``work(job)`` for each submitted job on one thread, in submission order."""
+
+    def __init__(
+        self, work: Callable[[Any], None], release: Callable[[Any], None], max_pending: int = 2
+    ) -> None:
+        self._work = work
+        self._release = release
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
+        self._error: tuple[Any, BaseException] | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Any) -> None:
+        self.check()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name="scar-store-writer", daemon=True
+            )
+            self._thread.start()
+        self._queue.put(job)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    self._work(job)
+            except BaseException as e:  # kept for the caller's next call
+                self._error = (job, e)
+            finally:
+                if job is not None:
+                    self._release(job)
+                self._queue.task_done()
+
+    def wait(self) -> None:
+        """Until every submitted job is done; then raise a background failure, if any."""
+        if self._thread is not None:
+            self._queue.join()
+        self.check()
+
+    def check(self) -> None:
+        if self._error is not None:
+            self._queue.join()  # the jobs behind the failed one are dropped, not run
+            job, e = self._error
+            self._error = None
+            what = f"version {getattr(job, 'version', '?')}"
+            if isinstance(e, ScarError):
+                raise StoreError(f"background write of checkpoint {what} failed: {e}") from e
+            raise StoreError(
+                f"background write of checkpoint {what} failed: {type(e).__name__}: {e}"
+            ) from e
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None

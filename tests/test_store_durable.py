@@ -1,0 +1,377 @@
+"""The durable store on every backend (local directory, memory://, s3:// on moto's server):
+the store contract of the in-memory store, persistence, locking, async writes, compaction,
+retention, clean-up, compression, partial reads, and clear errors."""
+
+import warnings
+
+import numpy as np
+import pytest
+from store_backends import BACKENDS, new_url, s3_server  # noqa: F401
+
+from scar.checkpoint import Checkpointer
+from scar.errors import CorruptCheckpointError, StoreError
+from scar.policies import make_policy
+from scar.state import Sharding, State
+from scar.store import CheckpointWarning, DurableStore, MemoryStore, TableSpec
+from scar.store.format import manifest_name
+from scar.store.tools import verify
+
+SPECS = [TableSpec("a", 10, 3), TableSpec("b", 4, 2, "float64")]
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request, tmp_path):
+    if request.param == "s3":
+        request.getfixturevalue("s3_server")
+    return new_url(request.param, tmp_path)
+
+
+@pytest.fixture
+def store(url):
+    s = DurableStore(url)
+    s.open(SPECS)
+    yield s
+    s.close()
+
+
+def random_saves(rng, n_versions, specs, partial_only=False):
+    """A reproducible sequence of (iteration, rows, aux) saves: full and partial."""
+    out = []
+    for v in range(n_versions):
+        rows = {}
+        for s in specs:
+            if v == 0 or (not partial_only and v % 5 == 0):
+                rows[s.name] = (None, rng.standard_normal((s.n_rows, s.width)).astype(s.dtype))
+            else:
+                k = int(rng.integers(0, s.n_rows + 1))
+                ids = np.sort(rng.choice(s.n_rows, size=k, replace=False))
+                rows[s.name] = (ids, rng.standard_normal((k, s.width)).astype(s.dtype))
+        out.append((3 * v, rows, {"cursor": np.array([v, -v]), "z": rng.integers(0, 9, 5)}))
+    return out
+
+
+def same_as(store, ref, specs):
+    for s in specs:
+        np.testing.assert_array_equal(store.read_rows(s.name), ref.read_rows(s.name))
+        np.testing.assert_array_equal(store.saved_iteration(s.name), ref.saved_iteration(s.name))
+    it, aux = store.read_aux()
+    it_ref, aux_ref = ref.read_aux()
+    assert it == it_ref and aux.keys() == aux_ref.keys()
+    for k in aux:
+        np.testing.assert_array_equal(aux[k], aux_ref[k])
+
+
+# -- the contract of the in-memory store, then the same after reopening ----------------------
+def test_latest_value_per_row_across_full_and_partial_versions(store, url):
+    a0 = np.arange(30, dtype=np.float32).reshape(10, 3)
+    store.save(0, {"a": (None, a0), "b": (None, np.zeros((4, 2)))})
+    store.save(5, {"a": (np.array([2, 7]), np.full((2, 3), -1, np.float32)), "b": (np.array([1]), np.ones((1, 2)))})  # fmt: skip
+    store.save(9, {"a": (np.array([7]), np.full((1, 3), -2, np.float32)), "b": (np.array([], np.int64), np.zeros((0, 2)))})  # fmt: skip
+    want = a0.copy()
+    want[2], want[7] = -1, -2
+    store.close()
+    for s in (store, DurableStore(url, readonly=True)):
+        np.testing.assert_array_equal(s.read_rows("a"), want)
+        assert s.saved_iteration("a").tolist() == [0, 0, 5, 0, 0, 0, 0, 9, 0, 0]
+        np.testing.assert_array_equal(s.read_rows("a", np.array([7, 2])), want[[7, 2]])
+        assert s.read_rows("b")[1].tolist() == [1, 1]
+        v = s.versions()
+        assert [x.iteration for x in v] == [0, 5, 9]
+        assert [x.complete for x in v] == [True, False, False]
+        assert s.latest().iteration == 9
+
+
+@pytest.mark.parametrize("async_writes", [False, True])
+def test_save_copies_its_input(url, async_writes):
+    with DurableStore(url, async_writes=async_writes) as s:
+        s.open(SPECS)
+        a = np.ones((10, 3), np.float32)
+        ids, part = np.array([1, 2]), np.full((2, 3), 7, np.float32)
+        s.save(0, {"a": (None, a), "b": (None, np.zeros((4, 2)))})
+        s.save(1, {"a": (ids, part)})
+        a[:] = 5
+        ids[:] = 9
+        part[:] = 8
+        got = s.read_rows("a")
+    assert (got[[0, *range(3, 10)]] == 1).all() and (got[1:3] == 7).all()
+
+
+def test_aux_arrays_come_back_with_their_iteration(store):
+    store.save(3, {"a": (None, np.zeros((10, 3), np.float32))}, aux={"cursor": np.array([42])})
+    store.save(4, {"a": (np.array([1]), np.ones((1, 3), np.float32))})
+    it, aux = store.read_aux()
+    assert it == 3 and aux["cursor"].tolist() == [42]
+    with pytest.raises(StoreError, match="plain numbers"):
+        store.save(5, {"a": (np.array([1]), np.ones((1, 3), np.float32))}, aux={"o": np.array([None])})  # fmt: skip
+
+
+def test_rejects_wrong_shapes_and_tables(store):
+    with pytest.raises(StoreError, match="shape"):
+        store.save(0, {"a": (None, np.zeros((9, 3), np.float32))})
+    with pytest.raises(StoreError, match="not in this store"):
+        store.save(0, {"c": (None, np.zeros((1, 1)))})
+    with pytest.raises(StoreError, match="out of range"):
+        store.save(0, {"a": (np.array([10]), np.zeros((1, 3), np.float32))})
+
+
+def test_unsorted_and_repeated_row_ids_behave_like_the_memory_store(store):
+    ref = MemoryStore()
+    ref.open(SPECS)
+    ids = np.array([5, 1, 5, 3])
+    vals = np.arange(12, dtype=np.float32).reshape(4, 3)
+    for s in (store, ref):
+        s.save(0, {"a": (None, np.zeros((10, 3), np.float32)), "b": (None, np.zeros((4, 2)))})
+        s.save(1, {"a": (ids, vals)})
+    np.testing.assert_array_equal(store.read_rows("a"), ref.read_rows("a"))
+    np.testing.assert_array_equal(store.read_rows("a", ids), ref.read_rows("a", ids))
+
+
+def test_reopening_with_a_different_shape_is_an_error(url):
+    with DurableStore(url) as s:
+        s.open(SPECS)
+        s.save(0, {"a": (None, np.zeros((10, 3), np.float32)), "b": (None, np.zeros((4, 2)))})
+    with DurableStore(url) as s:
+        with pytest.raises(
+            StoreError, match=r"holds tables a\(10, 3\):float32.*model has a\(11, 3\)"
+        ):
+            s.open([TableSpec("a", 11, 3), TableSpec("b", 4, 2, "float64")])
+        s.open(SPECS)  # the same tables: fine, and the saved rows are there
+        assert s.saved_iteration("a").tolist() == [0] * 10
+
+
+def test_one_writer_at_a_time(url):
+    first = DurableStore(url)
+    with pytest.raises(StoreError, match="in use by pid .*one writer at a time"):
+        DurableStore(url)
+    DurableStore(url, readonly=True).close()  # readers need no lock
+    first.close()
+    DurableStore(url).close()  # released
+
+
+def test_a_missing_store_is_a_clear_error(url):
+    with pytest.raises(StoreError, match="no checkpoint store at"):
+        DurableStore(url, readonly=True)
+
+
+# -- async writes ---------------------------------------------------------------------------
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_async_and_sync_writes_store_the_same(url, compression):
+    rng = np.random.default_rng(7)
+    ref = MemoryStore()
+    ref.open(SPECS)
+    with DurableStore(url, async_writes=True, compression=compression, compact_after=3) as s:
+        s.open(SPECS)
+        for it, rows, aux in random_saves(rng, 12, SPECS):
+            r1, r2 = s.save(it, rows, aux), ref.save(it, rows, aux)
+            assert (r1.rows, r1.value_bytes, r1.stored_bytes) == (r2.rows, r2.value_bytes, r2.stored_bytes)  # fmt: skip
+        same_as(s, ref, SPECS)
+    same_as(DurableStore(url, readonly=True), ref, SPECS)
+
+
+def test_a_background_failure_surfaces_on_the_next_call(url):
+    s = DurableStore(url, async_writes=True)
+    s.open(SPECS)
+    full = {"a": (None, np.ones((10, 3), np.float32)), "b": (None, np.ones((4, 2)))}
+    s.save(0, full)
+    s.wait()
+    real = s.backend.publish
+
+    def broken(files, rel, data):
+        raise StoreError("disk full")
+
+    s.backend.publish = broken
+    s.save(1, {"a": (np.array([1]), np.full((1, 3), 5, np.float32))})  # returns: written later
+    s.save(2, {"a": (np.array([2]), np.full((1, 3), 6, np.float32))})
+    with pytest.raises(
+        StoreError, match="background write of checkpoint version 1 failed: disk full"
+    ):
+        s.wait()
+    s.backend.publish = real
+    s.wait()  # reported once
+    r = s.save(3, {"a": (np.array([3]), np.full((1, 3), 7, np.float32))})
+    assert r.version == 1  # the failed versions were never committed: their numbers are reused
+    got = s.read_rows("a")
+    assert got[3].tolist() == [7, 7, 7] and got[1].tolist() == [1, 1, 1]
+    assert [v.iteration for v in s.versions()] == [0, 3]
+    s.close()
+
+
+# -- compaction, retention, clean-up --------------------------------------------------------
+def test_compaction_and_retention_bound_the_files_and_keep_every_value(url):
+    specs = [TableSpec("w", 64, 4), TableSpec("v", 5, 1, "float64")]
+    rng = np.random.default_rng(3)
+    ref = MemoryStore()
+    ref.open(specs)
+    with DurableStore(url, keep_last=2, compact_after=3, chunk_bytes=128) as s:
+        s.open(specs)
+        assert len(s._tables[0].chunks) - 1 == 8
+        n = 12 if url.startswith("s3") else 30  # fewer round trips to the S3 server
+        for it, rows, aux in random_saves(rng, n, specs, partial_only=True):
+            s.save(it, rows, aux)
+            ref.save(it, rows, aux)
+            same_as(s, ref, specs)
+            assert len(s.versions()) <= 2
+            assert all(n <= 3 for n in s._live.per_chunk.values())
+        files = s.backend.walk("data")
+        listed = {p for m in s.intact() for p in m.paths()}
+        assert set(files) == listed  # nothing unlisted is kept
+        assert len(files) <= 2 * (8 * 3 + 3)
+        assert any(seg.row_iters for seg in s._view.segments)  # compaction happened
+    same_as(DurableStore(url, readonly=True), ref, specs)
+
+
+def test_a_writer_removes_what_a_crashed_writer_left(url):
+    with DurableStore(url) as s:
+        s.open(SPECS)
+        s.save(0, {"a": (None, np.zeros((10, 3), np.float32)), "b": (None, np.zeros((4, 2)))})
+        b = s.backend
+    b.write_files([("data/v0000000001.t0.c0000.seg", [b"half a segment"])])
+    if b.local:  # an interrupted rename leaves a temporary manifest
+        b.write_files([("manifests/.v0000000001.json.tmp-0123456789ab", [b"SCAR-MANIF"])])
+    rep = verify(DurableStore(url, readonly=True))
+    assert rep.ok and len(rep.notes) == (2 if b.local else 1)
+    DurableStore(url).close()
+    assert DurableStore(url).backend.walk("data") == ["data/v0000000000.t0.c0000.seg", "data/v0000000000.t1.c0000.seg"]  # fmt: skip
+    assert verify(DurableStore(url, readonly=True)).notes == []
+
+
+def test_compression_pays_where_it_can(url):
+    with DurableStore(url, compression="zstd") as s:
+        s.open([TableSpec("counts", 200, 20), TableSpec("noise", 200, 20)])
+        counts = np.random.default_rng(0).poisson(0.3, (200, 20)).astype(np.float32)
+        noise = np.random.default_rng(1).standard_normal((200, 20)).astype(np.float32)
+        s.save(0, {"counts": (None, counts), "noise": (None, noise)})
+        codecs = {s._tables[seg.table].name: seg.codec for seg in s._view.segments}
+        assert codecs == {"counts": "zstd", "noise": "raw"}
+        assert s.versions()[0].stored_bytes < counts.nbytes * 0.5 + noise.nbytes
+    r = DurableStore(url, readonly=True)
+    np.testing.assert_array_equal(r.read_rows("counts"), counts)
+    np.testing.assert_array_equal(r.read_rows("noise"), noise)
+
+
+def test_restoring_one_shard_of_eight_reads_an_eighth_of_the_bytes(url):
+    spec = TableSpec("w", 4000, 16)
+    sharding = Sharding(4000, 8)
+    data = np.random.default_rng(0).standard_normal((4000, 16)).astype(np.float32)
+    with DurableStore(url, chunk_bytes=16000) as s:
+        s.open([spec])
+        s.save(0, {"w": (None, data)})
+        data[::7] += 1
+        s.save(1, {"w": (np.arange(0, 4000, 7), data[::7])})
+    r = DurableStore(url, readonly=True)
+    r.read_rows("w", np.arange(1))  # builds the row index (reads the partial segments' ids)
+    read = []
+    real_read, real_into = r.backend.read, r.backend.read_into
+    r.backend.read = lambda p, start=0, length=None: read.append(len(b := real_read(p, start, length))) or b  # fmt: skip
+    r.backend.read_into = lambda p, start, out: read.append(n := real_into(p, start, out)) or n
+    rows = sharding.rows_of([3])
+    np.testing.assert_array_equal(r.read_rows("w", rows), data[rows])
+    stored = sum(seg.nbytes for seg in r._view.segments)
+    assert sum(read) <= stored / 8 * 1.1
+    assert sum(read) >= data[rows].nbytes
+
+
+# -- what a recovery sees -------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["partial", "full"])
+def test_checkpointer_recovers_the_same_through_any_store(url, mode):
+    results = []
+    for store in (MemoryStore(), DurableStore(url, async_writes=True)):
+        rng = np.random.default_rng(5)
+        state = State({"w": np.zeros((40, 3), np.float32), "u": np.zeros((9, 2))}, n_shards=4)
+        ckpt = Checkpointer(state, make_policy("priority", period=4, fraction=0.25), store, aux=lambda: {"k": np.array([1])})  # fmt: skip
+        ckpt.save_all(0)
+        for it in range(1, 13):
+            for name in state:
+                state[name] += rng.standard_normal(state[name].shape).astype(state[name].dtype)
+            ckpt.step(it)
+        ckpt.fail([1, 3])
+        rec = ckpt.recover([1, 3], mode)
+        results.append((state.copy(), rec.restart_iteration, rec.rows_restored, rec.aux))
+        store.close()
+    (s1, r1, n1, a1), (s2, r2, n2, a2) = results
+    assert r1 == r2 and n1 == n2 and a1.keys() == a2.keys()
+    for name in s1:
+        np.testing.assert_array_equal(s1[name], s2[name])
+
+
+def test_falls_back_to_an_older_version_when_a_file_is_bad(url):
+    with DurableStore(url, keep_last=None) as s:
+        s.open(SPECS)
+        s.save(0, {"a": (None, np.zeros((10, 3), np.float32)), "b": (None, np.zeros((4, 2)))})
+        s.save(1, {"a": (np.array([4]), np.ones((1, 3), np.float32))})
+        s.save(2, {"a": (np.array([4, 5]), np.full((2, 3), 2, np.float32))})
+        b = s.backend
+    bad = "data/v0000000002.t0.c0000.seg"
+    data = b.read(bad)
+    b.write_files([(bad, [data[:-1] + bytes([data[-1] ^ 1])])])
+    r = DurableStore(url, readonly=True)
+    with pytest.warns(CheckpointWarning, match=f"{bad}: values section checksum mismatch"):
+        got = r.read_rows("a")
+    # Rows 4 and 5 come from their newest intact copies (versions 1 and 0); the rest as saved.
+    assert got[4].tolist() == [1, 1, 1] and got[5].tolist() == [0, 0, 0]
+    assert r.saved_iteration("a")[[3, 4, 5]].tolist() == [0, 1, 0]
+    assert list(verify(DurableStore(url, readonly=True)).bad) == [bad]
+    base = "data/v0000000000.t0.c0000.seg"  # rows 0..3 have no other copy
+    b.write_files([(base, [b.read(base)[:5]])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CheckpointWarning)
+        r = DurableStore(url, readonly=True)
+        with pytest.raises(CorruptCheckpointError, match=f"{base}: truncated values section.*no older intact copy of 8 row"):  # fmt: skip
+            r.read_rows("a")
+        assert r.read_rows("a", [4]).tolist() == [[1, 1, 1]]  # rows with a copy still read
+
+
+def test_a_manifest_pointing_outside_the_store_is_refused(url):
+    with DurableStore(url) as s:
+        s.open(SPECS)
+        s.save(0, {"a": (None, np.zeros((10, 3), np.float32)), "b": (None, np.zeros((4, 2)))})
+        m = s._view
+        b = s.backend
+    from dataclasses import replace
+
+    from scar.store.format import encode_manifest
+
+    for evil in ("../outside.seg", "/etc/passwd", "data/../../x.seg", "data/v0000000000/../../x"):
+        segs = (replace(m.segments[0], path=evil), *m.segments[1:])
+        b.delete([f"manifests/{manifest_name(0)}"])
+        b.commit(f"manifests/{manifest_name(0)}", encode_manifest(replace(m, segments=segs)))
+        r = DurableStore(url, readonly=True)
+        with pytest.raises(CorruptCheckpointError, match="points outside the store"):
+            r.read_rows("a")
+
+
+def test_an_unwritable_path_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot write checkpoint store .*file/store"):
+        DurableStore(str(blocker / "store"))
+
+
+@pytest.mark.parametrize("kind", ["memory", "s3"])
+def test_a_dead_writers_lock_is_recovered(request, tmp_path, kind, capsys):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from scar.cli import main
+
+    if kind == "s3":
+        request.getfixturevalue("s3_server")
+    url = new_url(kind, tmp_path)
+    with DurableStore(url) as s:
+        s.open(SPECS)
+        s.save(0, {"a": (None, np.zeros((10, 3), np.float32))})
+    b = DurableStore(url, readonly=True).backend
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)  # fmt: skip
+    dead = {"host": socket.gethostname(), "pid": int(gone.stdout), "since": 0, "token": "t"}
+    b.fs.pipe_file(b._p("LOCK"), json.dumps(dead).encode())
+    DurableStore(url).close()  # a dead pid on this host: broken automatically
+    elsewhere = {**dead, "host": "another-host", "pid": 1}
+    b.fs.pipe_file(b._p("LOCK"), json.dumps(elsewhere).encode())
+    with pytest.raises(StoreError, match="pid 1 on another-host.*scar ckpt unlock"):
+        DurableStore(url)
+    with pytest.raises(SystemExit) as e:
+        main(["ckpt", "unlock", url])
+    assert e.value.code == 0 and "lock removed" in capsys.readouterr().out
+    DurableStore(url).close()
