@@ -50,8 +50,17 @@ class Algorithm(ABC):
     def after_restore(self, tables: Tables, rows: Mapping[str, np.ndarray | None]) -> None:
         """Called after ``rows`` (None = all) were overwritten by a recovery."""
 
+    def metrics(self, tables: Tables) -> dict[str, float]:
+        """Quality measures beyond the objective (e.g. held-out RMSE), for the results."""
+        return {}
+
     def optimum(self) -> dict[str, np.ndarray] | None:
         """The optimum ``x*`` when it can be computed (convex problems), else None."""
+        return None
+
+    def contraction_at_optimum(self) -> float | None:
+        """The spectral radius of one iteration's Jacobian at the optimum, when the algorithm
+        knows it in closed form (None: SCAR measures it numerically)."""
         return None
 
     def params(self) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class MLR(Algorithm):
         self._optimum: np.ndarray | None = None
         self._memo_W: np.ndarray | None = None  # the weights the memoised logits belong to
         self._memo_logits: np.ndarray | None = None
+        self._X64: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -68,7 +69,7 @@ class MLR(Algorithm):
     # -- iteration ------------------------------------------------------------------------
     def gradient(self, W: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
         """Gradient of the objective on the rows ``idx`` of the data (all when None)."""
-        X = self.X if idx is None else self.X[idx]
+        X = self._data(W.dtype) if idx is None else self.X[idx]
         Y = self.Y if idx is None else self.Y[idx]
         logits = self._logits(W).copy() if idx is None else X @ W
         logits -= logits.max(axis=1, keepdims=True)
@@ -105,6 +106,15 @@ class MLR(Algorithm):
     def objective(self, tables: Tables) -> float:
         return self._objective(tables[self.TABLE])
 
+    def _data(self, dtype: np.dtype) -> np.ndarray:
+        """The features in the weights' precision: float64 weights are only used by the theory
+        probes (finite differences), which need float64 products; the copy is made once."""
+        if dtype == self.X.dtype:
+            return self.X
+        if self._X64 is None:
+            self._X64 = self.X.astype(np.float64)
+        return self._X64
+
     def _logits(self, W: np.ndarray) -> np.ndarray:
         """Logits of the whole data set, memoised: full-batch GD evaluates the objective and
         then the gradient at the same weights, and the weights (rows x classes) are cheap to
@@ -114,7 +124,7 @@ class MLR(Algorithm):
             or self._memo_W.dtype != W.dtype
             or not np.array_equal(self._memo_W, W)
         ):
-            self._memo_logits = self.X @ W  # float64 weights (theory probes) give float64 logits
+            self._memo_logits = self._data(W.dtype) @ W
             self._memo_W = W.copy()
         return self._memo_logits
 
@@ -155,6 +165,15 @@ class MLR(Algorithm):
             )
             self._optimum = res.x.reshape(shape)
         return {self.TABLE: self._optimum}
+
+    def contraction_at_optimum(self) -> float | None:
+        """Full-batch GD: the Jacobian at x* is I - lr (H + l2 I), H the cross-entropy Hessian.
+        H is positive semi-definite and singular (adding one vector to every class's weights
+        leaves the softmax unchanged; so do weights of features that are always zero), so for a
+        stable step the spectral radius is exactly 1 - lr * l2."""
+        if self.p.optimizer != "gd":
+            return None
+        return 1.0 - self.p.lr * self.p.l2
 
     def params(self) -> dict:
         return {
