@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from scar import theory
 from scar.checkpoint import Checkpointer
 from scar.errors import ConfigError
 from scar.experiments import models
@@ -19,6 +18,7 @@ from scar.experiments.cell import (
     run_cell,
     run_with_event,
 )
+from scar.experiments.perturb import sweep
 from scar.policies import make_policy
 from scar.state import State
 
@@ -63,46 +63,34 @@ def test_contract_example_gd_full_rollback_at_37_costs_7():
     assert doc["summary"]["rework_mean"] == 7.0
 
 
-def _perturb(kind, rel, optimum, seed):
-    def event(state, it):
-        W, xs = state["weights"], optimum["weights"]
-        dist = float(np.linalg.norm(W - xs))
-        if kind == "random":
-            direction = np.random.default_rng(seed).standard_normal(W.shape)
-        else:  # adversarial: straight away from the optimum
-            direction = W - xs
-        direction /= np.linalg.norm(direction)
-        before = W.astype(np.float64)
-        W += (rel * dist * direction).astype(np.float32)
-        norm = float(np.linalg.norm(W - before))
-        return None, {"norm": norm, "dist": dist}
-
-    return event
-
-
 def test_rework_never_exceeds_the_bound_over_a_sweep(gd):
-    """Perturbations of controlled size (random and adversarial directions) at several
-    iterations: measured rework <= bound + 1 (rounding)."""
+    """Perturbations of controlled size - random and adversarial directions, and resets of
+    1..8 shards to older values - at several iterations: measured rework <= bound + 1."""
     algo, clean = gd
     assert clean.contraction is not None and 0.9 < clean.contraction < 1
-    checked = 0
-    worst_slack = np.inf
-    for kind, at, rel in itertools.product(
-        ("random", "adversarial"), (5, 30, 60, 100), (0.02, 0.3, 1.0, 3.0)
-    ):
-        state = State(algo.start(), 8)
-        executed, censored, rec = run_with_event(
-            algo, clean, state, 1, 20 * clean.iterations, at, _perturb(kind, rel, clean.optimum, at)
-        )
-        assert not censored
-        bound = theory.rework_bound(clean.contraction, rec["norm"], rec["dist"])
-        rework = executed - clean.iterations
-        assert rework <= bound + 1, (kind, at, rel, rework, bound)
-        worst_slack = min(worst_slack, bound + 1 - rework)
-        checked += 1
-    assert checked == 32
-    # the bound is not vacuous: big adversarial perturbations use a good part of it
-    assert worst_slack < 200
+    points = sweep(
+        algo,
+        clean,
+        1,
+        8,
+        ("random", "adversarial", "reset"),
+        times=(5, 30, 60, 100),
+        sizes=(0.02, 0.3, 1.0, 3.0),
+        ages=(5, 20),
+        lost=(1, 4, 8),
+    )
+    assert len(points) == 4 * (2 * 4) + 3 * 2 * 3 + 1 * 3  # (at 5, only age 5 has a past)
+    for p in points:
+        assert not p["censored"]
+        assert p["bound"] is not None
+        assert p["rework"] <= p["bound"] + 1, p
+    # the bound is not vacuous: large adversarial perturbations use a good part of it
+    worst = min(p["bound"] + 1 - p["rework"] for p in points)
+    assert worst < 200
+    # and, as the bound says, the cost grows with the size of the perturbation
+    for at in (5, 30, 60, 100):
+        adv = [p["rework"] for p in points if p["kind"] == "adversarial" and p["at"] == at]
+        assert adv == sorted(adv) and adv[-1] > 100, adv
 
 
 @pytest.mark.parametrize(

@@ -49,3 +49,26 @@ def test_perturbation_norm():
     a = {"x": np.zeros((2, 2)), "y": np.zeros((1, 3))}
     b = {"x": np.array([[3.0, 0], [0, 0]]), "y": np.array([[0, 4.0, 0]])}
     assert theory.perturbation_norm(a, b) == 5.0
+
+
+def test_local_contraction_of_a_linear_map_is_its_spectral_radius():
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    eig = np.linspace(0.1, 0.93, 30)
+    eig[3] = -0.95  # the largest in magnitude is negative (an oscillating direction)
+    A = Q @ np.diag(eig) @ Q.T
+    xs = {"x": rng.standard_normal((10, 3))}
+
+    def step(tables):
+        x = tables["x"].ravel() - xs["x"].ravel()
+        tables["x"][...] = (xs["x"].ravel() + A @ x).reshape(10, 3)
+
+    assert math.isclose(theory.local_contraction(step, xs), 0.95, rel_tol=1e-6)
+
+
+def test_mlr_closed_form_contraction_matches_the_measured_one():
+    from scar.experiments import models
+
+    algo = models.build("mlr", "digits", "gd")
+    measured = theory.local_contraction(lambda t: algo.step(t, 1), algo.optimum())
+    assert math.isclose(algo.contraction_at_optimum(), measured, rel_tol=2e-5)

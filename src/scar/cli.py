@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from .errors import ConfigError, ScarError
+from .jsonio import write_json
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -45,34 +46,6 @@ def check_output(path: str) -> Path:
     return p
 
 
-def write_json(path: Path, doc: Any) -> None:
-    """Write JSON atomically: a temporary file in the same directory, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1, allow_nan=False, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def _fmt(x: float | None, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
@@ -81,11 +54,20 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 # ---------------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--model", default="mlr", show_default=True, help="Model: mlr.")
+@click.option("--model", default="mlr", show_default=True, help="Model: mlr, mf or lda.")
 @click.option(
-    "--dataset", default="digits", show_default=True, help="Dataset (see `scar datasets list`)."
+    "--dataset",
+    default="digits",
+    show_default=True,
+    help="Dataset of the model (see `scar datasets list`): mlr: digits, mnist, covtype; "
+    "mf: movielens-100k, movielens-small, jester; "
+    "lda: reuters, news-articles, 20newsgroups, rcv1.",
 )
-@click.option("--optimizer", default="gd", show_default=True, help="gd (full batch) or sgd.")
+@click.option(
+    "--optimizer",
+    default=None,
+    help="mlr: gd (full batch) or sgd; mf: als; lda: gibbs [default: the model's first].",
+)
 @click.option("--shards", type=int, default=8, show_default=True, help="Parameter-server shards S.")
 @click.option("--lost-shards", type=int, default=None, help="Shards lost per failure (1..S).")
 @click.option(
@@ -141,8 +123,20 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 @click.option("--batch-size", type=int, default=None, help="Override the SGD minibatch size.")
 @click.option("--output", "-o", required=True, help="Result file (JSON).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or table.")
+@click.option(
+    "--store",
+    default=None,
+    help="Checkpoint store URL (path, file://, memory://, s3://); trial i writes URL/trial-<seed> "
+    "[default: a temporary directory, removed after the run, written without fsync].",
+)
 def experiment(
-    output: str, quiet: bool, lr: float | None, l2: float | None, batch_size: int | None, **kw: Any
+    output: str,
+    quiet: bool,
+    lr: float | None,
+    l2: float | None,
+    batch_size: int | None,
+    store: str | None,
+    **kw: Any,
 ) -> None:
     """Run one experiment cell: N trials of failure + recovery, measuring rework."""
     from .experiments.cell import ExperimentConfig, run_cell
@@ -151,10 +145,21 @@ def experiment(
     for name, v in hyper.items():
         if v is not None and not (v > 0 or (name == "l2" and v == 0)):
             raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {v:g}")
+    if kw["optimizer"] is None:
+        from .experiments.models import MODEL_OPTIMIZERS
+
+        kw["optimizer"] = MODEL_OPTIMIZERS.get(kw["model"], ("gd",))[0]
     cfg = ExperimentConfig(**kw, hyper={k: v for k, v in hyper.items() if v is not None})
     cfg.validate()
     path = check_output(output)
-    doc = _with_progress(lambda progress: run_cell(cfg, progress=progress), cfg.trials, quiet)
+    from .ckpt_cli import trial_stores
+
+    with trial_stores(store) as stores:
+        doc = _with_progress(
+            lambda progress: run_cell(cfg, store_factory=stores, progress=progress),
+            cfg.trials,
+            quiet,
+        )
     write_json(path, doc)
     if not quiet:
         print_summary([(str(path), doc)])
@@ -243,6 +248,34 @@ def summary(files: tuple[str, ...]) -> None:
             raise ConfigError(f"{f} is not a scar experiment result ({type(e).__name__})") from None
         docs.append((f, doc))
     print_summary(docs)
+
+
+def _register() -> None:
+    from .reproduce_cli import report, reproduce
+
+    cli.add_command(reproduce)
+    cli.add_command(report)
+
+
+_register()
+
+
+def _register_ckpt() -> None:
+    from .ckpt_cli import ckpt
+
+    cli.add_command(ckpt)
+
+
+_register_ckpt()
+
+
+def _register_datasets() -> None:
+    from .datasets_cli import datasets
+
+    cli.add_command(datasets)
+
+
+_register_datasets()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -141,6 +141,9 @@ class CleanRun:
     objectives: list[float]  # f(x(k)), k = 0 .. T_clean
     contraction: float | None  # c, for deterministic algorithms with a known optimum
     optimum: dict[str, np.ndarray] | None
+    final: dict[str, np.ndarray] | None = None  # the state where the clean run stopped
+    metrics: dict[str, float] = field(default_factory=dict)  # algo.metrics at T_clean
+    long_run: dict[str, Any] | None = None  # no known optimum: the run that gave f*
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -149,18 +152,26 @@ class CleanRun:
             "target": self.target,
             "clean_iterations": self.iterations,
             "contraction": self.contraction,
+            "metrics": self.metrics,
+            "long_run": self.long_run,
         }
 
 
 def clean_run(
-    algo: Algorithm, epsilon: float, smooth: int, max_factor: float, max_iterations: int = 20000
+    algo: Algorithm,
+    epsilon: float,
+    smooth: int,
+    max_factor: float,
+    max_iterations: int = 20000,
+    long_run: int = 0,
 ) -> CleanRun:
-    """Train without failures: find the target and T_clean; estimate c where defined."""
+    """Train without failures: find the target and T_clean; estimate c where defined.
+    Without a known optimum, f* comes from a clean run of ``long_run`` iterations."""
     tables = algo.start()
     f0 = algo.objective(tables)
     optimum = algo.optimum()
     if optimum is None:
-        raise ConfigError(f"model {algo.name} has no known optimum")  # later models: long run
+        return _clean_run_long(algo, tables, f0, epsilon, smooth, long_run)
     fstar = algo.objective(optimum)
     target = fstar + epsilon * (f0 - fstar)
     ma = MovingAverage(smooth)
@@ -177,7 +188,7 @@ def clean_run(
             objectives.append(f)
             if ma(f) <= target:
                 reached = k
-                horizon = math.ceil(max_factor * k) if algo.deterministic else k
+                horizon = k
         if algo.deterministic:
             distances.append(theory.perturbation_norm(tables, optimum))
     if reached is None:
@@ -191,9 +202,56 @@ def clean_run(
         # around the optimum in every direction (perturbations need not follow the run).
         c = theory.estimate_contraction(distances)
         if c is not None:
-            local = theory.local_contraction(lambda tables: algo.step(tables, 1), optimum)
+            local = algo.contraction_at_optimum()
+            if local is None:
+                local = theory.local_contraction(lambda tables: algo.step(tables, 1), optimum)
             c = max(c, local) if local < 1 else None
-    return CleanRun(f0, fstar, target, reached, objectives, c, optimum)
+    return CleanRun(
+        f0,
+        fstar,
+        target,
+        reached,
+        objectives,
+        c,
+        optimum,
+        final={n: t.copy() for n, t in tables.items()},
+    )
+
+
+def _clean_run_long(
+    algo: Algorithm, tables: dict[str, np.ndarray], f0: float, epsilon: float, smooth: int, n: int
+) -> CleanRun:
+    """No known optimum (SPEC section 2): ``f*`` is the lowest smoothed objective of a clean run
+    of ``n`` iterations (a per-model default; a deterministic algorithm stops early once an
+    iteration changes its objective by less than 1e-13 relative), and T_clean the first
+    iteration whose smoothed objective reaches ``f* + eps (f(0) - f*)``. The run is replayed to
+    T_clean (it is deterministic) to record the algorithm's metrics there."""
+    if n < 1:
+        raise ConfigError(f"model {algo.name} has no known optimum and no long-run length")
+    ma = MovingAverage(smooth)
+    objectives, smoothed = [f0], []
+    for k in range(1, n + 1):
+        algo.step(tables, k)
+        objectives.append(algo.objective(tables))
+        smoothed.append(ma(objectives[-1]))
+        if algo.deterministic and abs(objectives[-2] - objectives[-1]) <= 1e-13 * abs(
+            objectives[-1]
+        ):
+            break
+    final = {name: t.copy() for name, t in tables.items()}
+    long_run = {"iterations": k, "cap": n, "metrics": algo.metrics(tables)}
+    fstar = min(smoothed)
+    target = fstar + epsilon * (f0 - fstar)
+    reached = next(k for k, f in enumerate(smoothed, 1) if f <= target)
+    metrics = {}
+    if long_run["metrics"]:
+        tables = algo.start()
+        for k in range(1, reached + 1):
+            algo.step(tables, k)
+        metrics = algo.metrics(tables)
+    return CleanRun(
+        f0, fstar, target, reached, objectives[: reached + 1], None, None, final, metrics, long_run
+    )
 
 
 @lru_cache(maxsize=8)
@@ -210,7 +268,8 @@ def prepare(
     """The algorithm and its clean run; cached, since every cell of a sweep on one model
     shares them (both are deterministic functions of these arguments)."""
     algo = models.build(model, dataset, optimizer, dict(hyper), seed=seed)
-    return algo, clean_run(algo, epsilon, smooth, max_factor)
+    long_run = models.defaults(model, optimizer).long_run
+    return algo, clean_run(algo, epsilon, smooth, max_factor, long_run=long_run)
 
 
 # An event changes the state after an iteration and returns (restart iteration or None, record).
@@ -359,6 +418,7 @@ def run_cell(
                 "checkpoints": len(ckpt.events),
                 "rows_restored": rec.get("rows_restored"),
                 "censored": censored,
+                "metrics": algo.metrics(state),
             }
         )
         if progress:

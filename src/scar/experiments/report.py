@@ -1,0 +1,433 @@
+"""Figures and REPORT.md from a suite's ``results/*.json`` (nothing is recomputed here)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PAPER_BAND = (0.78, 0.95)
+POLICY_STYLE = {
+    "priority": ("tab:red", "o"),
+    "round-robin": ("tab:blue", "s"),
+    "random": ("tab:gray", "^"),
+    "full": ("black", ""),
+}
+
+
+def load_results(out: Path) -> dict[str, dict[str, Any]]:
+    docs = {}
+    for f in sorted((out / "results").glob("*.json")):
+        doc = json.loads(f.read_text())
+        if "task" in doc:
+            docs[doc["task"]["id"]] = doc
+    return docs
+
+
+def _ci(summary: dict[str, Any]) -> tuple[float, float]:
+    lo, hi = summary["rework_ci95"]
+    return summary["rework_mean"] - lo, hi - summary["rework_mean"]
+
+
+def _by(docs: dict[str, dict], experiment: str) -> dict[str, list[dict]]:
+    """Result documents of one experiment, grouped by model."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for doc in docs.values():
+        if doc["task"]["experiment"] == experiment:
+            out[doc["config"]["model"]].append(doc)
+    return out
+
+
+def _axes(n: int, width: float = 4.6, height: float = 3.6):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), height), squeeze=False)
+    return fig, axes[0]
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def figure_bound(docs: dict[str, dict], path: Path) -> bool:
+    sweeps = [d for d in docs.values() if d["task"]["experiment"] == "bound"]
+    if not sweeps:
+        return False
+    fig, axes = _axes(len(sweeps))
+    markers = {"random": "o", "adversarial": "^", "reset": "s"}
+    for ax, doc in zip(axes, sweeps, strict=True):
+        cfg, clean = doc["config"], doc["clean"]
+        pts = [p for p in doc["points"] if p["distance"]]
+        for kind in cfg["kinds"]:
+            sel = [p for p in pts if p["kind"] == kind]
+            if sel:
+                x = [p["perturbation_norm"] / p["distance"] for p in sel]
+                ax.scatter(
+                    x,
+                    [max(p["rework"], 0.5) for p in sel],
+                    marker=markers[kind],
+                    s=22,
+                    alpha=0.75,
+                    label=f"measured: {kind}",
+                )
+        c = clean.get("contraction")
+        if c:
+            x = np.logspace(
+                math.log10(min(p["perturbation_norm"] / p["distance"] for p in pts)),
+                math.log10(max(p["perturbation_norm"] / p["distance"] for p in pts)),
+                100,
+            )
+            ax.plot(x, 1 + np.log1p(x) / math.log(1 / c), "k-", lw=1.5, label=f"bound, c = {c:.4f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("perturbation size ‖δ‖ / ‖x(T) − x*‖")
+        ax.set_ylabel("rework (extra iterations; 0 drawn at 0.5)")
+        ref = "x*" if c else "end of clean run"
+        ax.set_title(
+            f"{cfg['model'].upper()} / {cfg['dataset']} ({cfg['optimizer']}); x* = {ref}"
+            if not c
+            else f"{cfg['model'].upper()} / {cfg['dataset']} ({cfg['optimizer']})"
+        )
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, which="both")
+    _save(fig, path)
+    return True
+
+
+def figure_recovery(docs: dict[str, dict], path: Path) -> bool:
+    groups = _by(docs, "recovery")
+    if not groups:
+        return False
+    fig, axes = _axes(len(groups))
+    for ax, (model, cells) in zip(axes, sorted(groups.items()), strict=True):
+        for rec, color in (("full", "black"), ("partial", "tab:red")):
+            sel = sorted(
+                (c for c in cells if c["config"]["recovery"] == rec),
+                key=lambda c: c["config"]["lost_shards"],
+            )
+            x = [c["config"]["lost_shards"] / c["config"]["shards"] for c in sel]
+            y = [c["summary"]["rework_mean"] for c in sel]
+            err = np.array([_ci(c["summary"]) for c in sel]).T
+            ax.errorbar(
+                x,
+                y,
+                yerr=err,
+                marker="o",
+                color=color,
+                capsize=3,
+                label=f"{rec} recovery (full checkpoints)",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([1 / 8, 1 / 4, 1 / 2, 1], ["1/8", "1/4", "1/2", "1"])
+        ax.set_xlabel("fraction of shards lost")
+        ax.set_ylabel("rework (iterations), mean ± 95 % CI")
+        ax.set_title(f"{model.upper()} / {sel[0]['config']['dataset']}")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def figure_policies(docs: dict[str, dict], path: Path) -> bool:
+    groups = _by(docs, "policy")
+    if not groups:
+        return False
+    fig, axes = _axes(len(groups))
+    for ax, (model, cells) in zip(axes, sorted(groups.items()), strict=True):
+        for pol in ("priority", "round-robin", "random"):
+            sel = sorted(
+                (c for c in cells if c["config"]["checkpoint"] == pol),
+                key=lambda c: -c["config"]["fraction"],
+            )
+            if not sel:
+                continue
+            color, marker = POLICY_STYLE[pol]
+            ax.errorbar(
+                [c["config"]["fraction"] for c in sel],
+                [c["summary"]["rework_mean"] for c in sel],
+                yerr=np.array([_ci(c["summary"]) for c in sel]).T,
+                color=color,
+                marker=marker,
+                capsize=3,
+                label=pol,
+            )
+        full = [c for c in cells if c["config"]["checkpoint"] == "full"]
+        if full:
+            ax.axhline(
+                full[0]["summary"]["rework_mean"],
+                color="black",
+                ls="--",
+                label="full checkpoint (every C)",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([1 / 16, 1 / 8, 1 / 4, 1 / 2], ["1/16", "1/8", "1/4", "1/2"])
+        ax.set_xlabel("fraction r saved per checkpoint (every r·C iterations)")
+        ax.set_ylabel("rework (iterations), mean ± 95 % CI")
+        ax.set_title(
+            f"{model.upper()} / {cells[0]['config']['dataset']}: partial recovery, "
+            f"{cells[0]['config']['lost_shards']} of 8 shards lost",
+            fontsize=9,
+        )
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def headline_rows(docs: dict[str, dict]) -> list[dict[str, Any]]:
+    cells: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+    for doc in docs.values():
+        if doc["task"]["experiment"] == "headline":
+            key = (doc["config"]["model"], doc["config"]["dataset"])
+            cells[key][doc["task"]["id"].rsplit("-", 1)[1]] = doc
+    rows = []
+    for (model, dataset), pair in sorted(cells.items()):
+        if {"traditional", "scar"} - set(pair):
+            continue
+        t, s = pair["traditional"]["summary"], pair["scar"]["summary"]
+        reduction = 1 - s["rework_mean"] / t["rework_mean"] if t["rework_mean"] > 0 else None
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "traditional": t,
+                "scar": s,
+                "reduction": reduction,
+                "t_clean": pair["scar"]["clean"]["clean_iterations"],
+                "period": pair["scar"]["config"]["period"],
+            }
+        )
+    return rows
+
+
+def figure_headline(rows: list[dict[str, Any]], path: Path) -> bool:
+    if not rows:
+        return False
+    fig, axes = _axes(1, width=max(6.5, 1.6 * len(rows)), height=4.0)
+    ax = axes[0]
+    x = np.arange(len(rows))
+    for off, key, color, label in (
+        (-0.2, "traditional", "black", "traditional: full C + rollback"),
+        (0.2, "scar", "tab:red", "SCAR: priority r=1/8 + partial"),
+    ):
+        ax.bar(
+            x + off,
+            [r[key]["rework_mean"] for r in rows],
+            width=0.4,
+            color=color,
+            alpha=0.8,
+            yerr=np.array([_ci(r[key]) for r in rows]).T,
+            capsize=3,
+            label=label,
+        )
+    ax.set_xticks(x, [f"{r['model'].upper()}\n{r['dataset']}" for r in rows])
+    ax.set_ylabel("rework (iterations), mean ± 95 % CI")
+    ax.set_title("Rework after losing 2 of 8 shards, at equal checkpoint cost", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)
+    return True
+
+
+def _fmt(s: dict[str, Any]) -> str:
+    lo, hi = s["rework_ci95"]
+    cens = f", {s['censored']} censored" if s["censored"] else ""
+    return f"{s['rework_mean']:.2f} ± {s['rework_std']:.2f} [{lo:.2f}, {hi:.2f}]{cens}"
+
+
+def verdict(row: dict[str, Any]) -> tuple[str, str]:
+    """(short, long): where a headline cell stands against the paper's 78-95 % band, and why."""
+    red, t, s = row["reduction"], row["traditional"], row["scar"]
+    if red is None:
+        return "not measurable", "traditional recovery cost nothing (rework 0): nothing to reduce."
+    lo, hi = PAPER_BAND
+    note = (
+        " Traditional rework is under two iterations here, so one iteration more or less "
+        "moves the reduction a lot."
+        if t["rework_mean"] < 2.0
+        else ""
+    )
+    if lo <= red <= hi:
+        return "inside", f"inside the paper's band.{note}"
+    if red > hi:
+        return "above", (
+            f"above the band: SCAR loses even less than the paper reports (mean "
+            f"rework {s['rework_mean']:.2f} iterations: the perturbation of a "
+            f"prioritized partial restore is absorbed within the same "
+            f"iterations).{note}"
+        )
+    return "below", (
+        f"below the band: SCAR saves less than the paper reports here.{note} "
+        f"How much priority gains over round-robin and full checkpoints depends "
+        f"on how unevenly the rows change (see the policy figure)."
+    )
+
+
+def write_report(out: Path, command: str) -> Path:
+    """Write the figures and REPORT.md for the results under ``out``."""
+    docs = load_results(out)
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    rows = headline_rows(docs)
+    made = {
+        "bound": figure_bound(docs, figs / "bound.png"),
+        "recovery": figure_recovery(docs, figs / "partial_vs_full.png"),
+        "policies": figure_policies(docs, figs / "policies.png"),
+        "headline": figure_headline(rows, figs / "headline.png"),
+    }
+    lines = [
+        "# SCAR reproduction report",
+        "",
+        f"Produced by `{command}`; every number below is read from `results/*.json` in "
+        "this folder. Rework = extra iterations (re-done ones included) that a run with one "
+        "failure needs to reach the clean run's target objective; mean ± std "
+        "[95 % confidence interval of the mean] over the trials of a cell.",
+        "",
+    ]
+    lines += _headline_section(rows, made["headline"])
+    lines += _recovery_section(docs, made["recovery"])
+    lines += _policy_section(docs, made["policies"])
+    lines += _bound_section(docs, made["bound"])
+    path = out / "REPORT.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _headline_section(rows, has_fig) -> list[str]:
+    lines = [
+        "## Headline: SCAR vs traditional checkpointing",
+        "",
+        "SCAR = priority checkpoints (r = 1/8, every C/8 iterations) + partial recovery; "
+        "traditional = full checkpoint every C iterations + full rollback. Both write the "
+        "same bytes per iteration; 2 of 8 shards are lost at a random iteration in "
+        "[0.2, 0.8]·T_clean; C = max(2, round(T_clean/10)).",
+        "",
+        "| model | dataset | T_clean | C | traditional | SCAR | reduction | paper: 78–95 % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        red = "—" if r["reduction"] is None else f"{100 * r['reduction']:.0f} %"
+        lines.append(
+            f"| {r['model'].upper()} | {r['dataset']} | {r['t_clean']} | {r['period']} | "
+            f"{_fmt(r['traditional'])} | {_fmt(r['scar'])} | {red} | "
+            f"{verdict(r)[0]} |"
+        )
+    lines.append("")
+    for r in rows:
+        lines.append(f"- **{r['model'].upper()} / {r['dataset']}**: {verdict(r)[1]}")
+    if has_fig:
+        lines += ["", "![headline](figures/headline.png)"]
+    return lines + [""]
+
+
+def _recovery_section(docs, has_fig) -> list[str]:
+    groups = _by(docs, "recovery")
+    if not groups:
+        return []
+    lines = [
+        "## Partial vs full recovery (full checkpoints every C)",
+        "",
+        "| model | dataset | lost | full recovery | partial recovery |",
+        "|---|---|---|---|---|",
+    ]
+    for model, cells in sorted(groups.items()):
+        by_k: dict[int, dict[str, dict]] = defaultdict(dict)
+        for c in cells:
+            by_k[c["config"]["lost_shards"]][c["config"]["recovery"]] = c
+        for k in sorted(by_k):
+            pair = by_k[k]
+            if {"full", "partial"} <= set(pair):
+                lines.append(
+                    f"| {model.upper()} | {pair['full']['config']['dataset']} | {k}/8 | "
+                    f"{_fmt(pair['full']['summary'])} | {_fmt(pair['partial']['summary'])} |"
+                )
+    if has_fig:
+        lines += ["", "![partial vs full](figures/partial_vs_full.png)"]
+    return lines + [""]
+
+
+def _policy_section(docs, has_fig) -> list[str]:
+    groups = _by(docs, "policy")
+    if not groups:
+        return []
+    lines = [
+        "## Priority vs round-robin vs random at equal cost (partial recovery)",
+        "",
+        "| model | dataset | r | priority | round-robin | random |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, cells in sorted(groups.items()):
+        by_r: dict[float, dict[str, dict]] = defaultdict(dict)
+        full = None
+        for c in cells:
+            if c["config"]["checkpoint"] == "full":
+                full = c
+            else:
+                by_r[c["config"]["fraction"]][c["config"]["checkpoint"]] = c
+        for r in sorted(by_r, reverse=True):
+            row = by_r[r]
+            cols = [
+                _fmt(row[p]["summary"]) if p in row else "—"
+                for p in ("priority", "round-robin", "random")
+            ]
+            lines.append(
+                f"| {model.upper()} | {cells[0]['config']['dataset']} | 1/{round(1 / r)} | "
+                + " | ".join(cols)
+                + " |"
+            )
+        if full:
+            lines.append(
+                f"| {model.upper()} | {cells[0]['config']['dataset']} | full (every C) | "
+                f"{_fmt(full['summary'])} | | |"
+            )
+    if has_fig:
+        lines += ["", "![policies](figures/policies.png)"]
+    return lines + [""]
+
+
+def _bound_section(docs, has_fig) -> list[str]:
+    sweeps = [d for d in docs.values() if d["task"]["experiment"] == "bound"]
+    if not sweeps:
+        return []
+    lines = [
+        "## Rework vs perturbation size, and the bound",
+        "",
+        "Perturbations injected after iterations spread over the clean run: random and "
+        "adversarial (away from the optimum) directions scaled relative to the distance "
+        "still to go, and resets of 1-8 shards to older values (a failure restored from a "
+        "checkpoint of that age). The bound `1 + log(1 + ‖δ‖/‖x(T) − x*‖) / log(1/c)` "
+        "applies to deterministic contractions (MLR with full-batch GD).",
+        "",
+    ]
+    for d in sweeps:
+        pts = d["points"]
+        with_bound = [p for p in pts if p["bound"] is not None]
+        held = sum(p["rework"] <= p["bound"] + 1 for p in with_bound)
+        c = d["clean"].get("contraction")
+        text = (
+            f"bound held (rework ≤ bound + 1) for {held} of {len(with_bound)} "
+            f"perturbations, c = {c:.5f}"
+            if with_bound
+            else "no bound (c undefined)"
+        )
+        lines.append(
+            f"- {d['config']['model'].upper()} / {d['config']['dataset']}: "
+            f"{len(pts)} perturbations; {text}; largest rework "
+            f"{max(p['rework'] for p in pts)} iterations."
+        )
+    if has_fig:
+        lines += ["", "![bound](figures/bound.png)"]
+    return lines + [""]

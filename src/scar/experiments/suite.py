@@ -1,0 +1,296 @@
+"""The paper's evaluation as one resumable run (SPEC section 4).
+
+A *suite* is a list of tasks, each writing one JSON file under ``OUT/results``:
+
+1. ``bound-<model>-<dataset>``: perturbations of controlled size (``perturb.sweep``);
+2. ``recovery-...``: partial vs full recovery of full checkpoints, lost fraction 1/8 .. 1;
+3. ``policy-...``: priority vs round-robin vs random (r = 1/2 .. 1/16) vs full, partial recovery;
+4. ``headline-...``: SCAR (priority 1/8 + partial) vs traditional (full + rollback) at p = 1/4,
+   for every model x dataset.
+
+A task whose file exists with the same settings is not run again, so an interrupted run
+resumes where it stopped. Tasks run in worker processes (``jobs``), started by *spawn*: numba's
+OpenMP threads do not survive a fork.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..jsonio import write_json
+from . import models
+from .cell import ExperimentConfig, prepare, run_cell
+
+LOST_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1.0)
+FRACTIONS = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
+HEADLINE_LOST = 1 / 4
+SCAR_FRACTION = 1 / 8
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    experiment: str  # bound | recovery | policy | headline
+    model: str
+    dataset: str
+    optimizer: str
+    config: dict[str, Any] = field(default_factory=dict)  # ExperimentConfig fields or sweep args
+
+    def settings_hash(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def primary_dataset(model: str, quick: bool) -> str:
+    """The data set of experiments 1-3: the first listed for the model, except that the full
+    run of MLR uses MNIST (the quick run, the small digits)."""
+    names = models.MODEL_DATASETS[model]
+    if model == "mlr" and not quick and "mnist" in names:
+        return "mnist"
+    return names[0]
+
+
+def plan(
+    model_names: Iterable[str],
+    quick: bool,
+    trials: int | None = None,
+    datasets: dict[str, tuple[str, ...]] | None = None,
+) -> list[Task]:
+    """Every task of the suite for these models, in the order they should run. ``datasets``
+    overrides a model's data sets (the first is then the primary one)."""
+    trials = trials if trials is not None else (5 if quick else 10)
+    tasks: list[Task] = []
+    for model in model_names:
+        if model not in models.MODELS:
+            raise ConfigError(f"unknown model {model!r}; allowed: {', '.join(models.MODELS)}")
+        names = (datasets or {}).get(model)
+        if not names:
+            primary = primary_dataset(model, quick)
+            names = (primary, *[d for d in models.MODEL_DATASETS[model][:2] if d != primary])
+        tasks += _plan_model(model, tuple(names), trials, quick)
+    return tasks
+
+
+def _plan_model(model: str, names: tuple[str, ...], trials: int, quick: bool) -> list[Task]:
+    optimizer = models.MODEL_OPTIMIZERS[model][0]
+    primary = names[0]
+
+    def cell(experiment: str, dataset: str, name: str, **kw: Any) -> Task:
+        cfg = dict(
+            model=model, optimizer=optimizer, shards=8, trials=trials, seed=0, dataset=dataset, **kw
+        )
+        ExperimentConfig(**cfg).validate()
+        return Task(
+            f"{experiment}-{model}-{dataset}-{name}", experiment, model, dataset, optimizer, cfg
+        )
+
+    tasks = [
+        Task(
+            f"bound-{model}-{primary}",
+            "bound",
+            model,
+            primary,
+            optimizer,
+            {"quick": quick, "seed": 0},
+        )
+    ]
+    for p in LOST_FRACTIONS:
+        k = round(p * 8)
+        for rec in ("full", "partial"):
+            tasks.append(
+                cell(
+                    "recovery",
+                    primary,
+                    f"lost{k}-{rec}",
+                    lost_shards=k,
+                    checkpoint="full",
+                    recovery=rec,
+                )
+            )
+    k = round(HEADLINE_LOST * 8)
+    tasks.append(
+        cell("policy", primary, "full", lost_shards=k, checkpoint="full", recovery="partial")
+    )
+    for r in FRACTIONS:
+        for pol in ("priority", "round-robin", "random"):
+            tasks.append(
+                cell(
+                    "policy",
+                    primary,
+                    f"{pol}-r{round(1 / r)}",
+                    lost_shards=k,
+                    checkpoint=pol,
+                    fraction=r,
+                    recovery="partial",
+                )
+            )
+    for dataset in names:
+        tasks.append(
+            cell(
+                "headline",
+                dataset,
+                "traditional",
+                lost_shards=k,
+                checkpoint="full",
+                recovery="full",
+            )
+        )
+        tasks.append(
+            cell(
+                "headline",
+                dataset,
+                "scar",
+                lost_shards=k,
+                checkpoint="priority",
+                fraction=SCAR_FRACTION,
+                recovery="partial",
+            )
+        )
+    return tasks
+
+
+def sweep_settings(model: str, quick: bool) -> dict[str, Any]:
+    """What the bound illustration injects, per model (continuous models also get scaled
+    random / adversarial perturbations; LDA's counts only get resets)."""
+    kinds = {"mlr": ("random", "adversarial", "reset"), "mf": ("random", "reset")}.get(
+        model, ("reset",)
+    )
+    return {
+        "kinds": kinds,
+        "fractions_of_run": (0.2, 0.5) if quick else (0.2, 0.4, 0.6, 0.8),
+        "sizes": (0.03, 0.3, 1.0) if quick else (0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+        "ages": (5, 20) if quick else (2, 5, 10, 20, 40),
+        "lost": (1, 2, 4, 8),
+    }
+
+
+def run_task(task: Task) -> dict[str, Any]:
+    """Run one task in this process; returns its result document (without the task stamp)."""
+    if task.experiment != "bound":
+        return run_cell(ExperimentConfig(**task.config))
+    from .perturb import sweep
+
+    d = models.defaults(task.model, task.optimizer)
+    algo, clean = prepare(task.model, task.dataset, task.optimizer, (), 0, d.epsilon, d.smooth, 3.0)
+    s = sweep_settings(task.model, task.config["quick"])
+    times = sorted({max(1, round(f * clean.iterations)) for f in s["fractions_of_run"]})
+    points = sweep(
+        algo,
+        clean,
+        d.smooth,
+        8,
+        s["kinds"],
+        times,
+        s["sizes"],
+        s["ages"],
+        s["lost"],
+        seed=task.config["seed"],
+    )
+    return {
+        "config": {
+            "model": task.model,
+            "dataset": task.dataset,
+            "optimizer": task.optimizer,
+            "epsilon": d.epsilon,
+            **s,
+            "times": times,
+        },
+        "clean": clean.summary(),
+        "points": points,
+    }
+
+
+def _stamp(doc: dict[str, Any], task: Task) -> dict[str, Any]:
+    return {
+        **doc,
+        "task": {"id": task.id, "experiment": task.experiment, "hash": task.settings_hash()},
+    }
+
+
+def _work_key(task: Task) -> str:
+    """Tasks with the same work (the headline cells repeat cells of experiments 2 and 3 on the
+    primary data set) run once."""
+    return json.dumps(
+        [task.experiment == "bound", task.model, task.dataset, task.optimizer, task.config],
+        sort_keys=True,
+    )
+
+
+def is_done(path: Path, task: Task) -> bool:
+    try:
+        doc = json.loads(path.read_text())
+        return doc.get("task", {}).get("hash") == task.settings_hash()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_suite(
+    tasks: list[Task],
+    out: Path,
+    jobs: int = 1,
+    on_start: Callable[[int, int], None] | None = None,
+    on_done: Callable[[Task, float], None] | None = None,
+) -> list[Task]:
+    """Run the tasks not yet done; results go to ``out/results/<id>.json``. Returns the tasks
+    that were run (the others were already done)."""
+    results = out / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    todo = [t for t in tasks if not is_done(results / f"{t.id}.json", t)]
+    if on_start:
+        on_start(len(tasks) - len(todo), len(tasks))
+    if not todo:
+        return []
+    groups: dict[str, list[Task]] = {}
+    for t in todo:
+        groups.setdefault(_work_key(t), []).append(t)
+    weights = _cost_weights(todo)
+
+    def finish(group: list[Task], doc: dict[str, Any]) -> None:
+        for t in group:
+            write_json(results / f"{t.id}.json", _stamp(doc, t))
+            if on_done:
+                on_done(t, weights[t.id])
+
+    if jobs <= 1:
+        for group in groups.values():
+            finish(group, run_task(group[0]))
+        return todo
+    # one BLAS / numba thread per worker process: the processes are the parallelism
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(run_task, g[0]): g for g in groups.values()}
+            for fut in as_completed(futures):
+                finish(futures[fut], fut.result())
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return todo
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def _cost_weights(tasks: list[Task]) -> dict[str, float]:
+    """Rough relative cost of each task, so the progress bar's time estimate is meaningful:
+    proportional to trials, heavier for sweeps."""
+    w = {}
+    for t in tasks:
+        if t.experiment == "bound":
+            w[t.id] = 8.0
+        else:
+            w[t.id] = t.config.get("trials", 10) / 5
+    return w

@@ -1,0 +1,187 @@
+"""``scar reproduce`` (the paper's whole evaluation) and ``scar report`` (figures + REPORT.md)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import ConfigError
+
+
+def _models(value: str | None) -> list[str]:
+    from .experiments import models
+
+    if value is None:
+        return list(models.MODELS)
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    bad = [m for m in names if m not in models.MODELS]
+    if bad or not names:
+        raise ConfigError(
+            f"unknown model(s) {bad or value!r} in --models; allowed: "
+            f"{', '.join(models.MODELS)} (comma-separated)"
+        )
+    return names
+
+
+def _datasets(value: str | None, names: list[str]) -> dict[str, tuple[str, ...]] | None:
+    """``mlr=digits+mnist,lda=reuters`` -> {"mlr": ("digits", "mnist"), "lda": ("reuters",)}."""
+    from .experiments import models
+
+    if value is None:
+        return None
+    out: dict[str, tuple[str, ...]] = {}
+    for part in value.split(","):
+        model, sep, data = part.partition("=")
+        model = model.strip()
+        if not sep or model not in names or not data.strip():
+            raise ConfigError(
+                f"--datasets expects MODEL=DATA[+DATA...] for models in --models "
+                f"({', '.join(names)}), got {part!r}"
+            )
+        sets = tuple(d.strip() for d in data.split("+"))
+        for d in sets:
+            models.check_combination(model, d, models.MODEL_OPTIMIZERS[model][0])
+        out[model] = sets
+    return out
+
+
+def _out_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {path!r} exists and is not a directory")
+    try:
+        (out / "results").mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to --out {path!r}: {e.strerror or e}") from None
+    return out
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Small data sets, 5 trials per cell (minutes).")
+@click.option("--models", "model_list", default=None, help="Comma-separated models [default: all].")
+@click.option(
+    "--out",
+    default="out/reproduce",
+    show_default=True,
+    help="Folder for results/, figures/ and REPORT.md.",
+)
+@click.option("--jobs", type=int, default=2, show_default=True, help="Worker processes.")
+@click.option(
+    "--trials", type=int, default=None, help="Trials per cell [default: 10, or 5 with --quick]."
+)
+@click.option(
+    "--datasets",
+    "dataset_list",
+    default=None,
+    help="Data sets per model, e.g. mlr=digits+mnist,lda=reuters (the first is used for the "
+    "bound, recovery and policy experiments) [default: two per model].",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def reproduce(
+    quick: bool,
+    model_list: str | None,
+    out: str,
+    jobs: int,
+    trials: int | None,
+    dataset_list: str | None,
+    quiet: bool,
+) -> None:
+    """Run the paper's evaluation (bound, partial vs full, policies, headline) and report it.
+
+    Cells already in OUT/results with the same settings are not run again: an interrupted
+    run resumes where it stopped.
+    """
+    from .experiments.report import write_report
+    from .experiments.suite import plan, run_suite
+
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if trials is not None and trials < 2:
+        raise ConfigError(f"--trials must be >= 2 (a spread needs two), got {trials}")
+    names = _models(model_list)
+    datasets = _datasets(dataset_list, names)
+    out_dir = _out_dir(out)
+    tasks = plan(names, quick, trials, datasets)
+    command = (
+        "scar " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if sys.argv[1:]
+        else "scar reproduce"
+    )
+    started = time.monotonic()
+    if quiet:
+        run_suite(tasks, out_dir, jobs)
+    else:
+        _run_with_progress(tasks, out_dir, jobs)
+    report = write_report(out_dir, command)
+    click.echo(f"{len(tasks)} cells in {time.monotonic() - started:.0f} s; report: {report}")
+
+
+def _run_with_progress(tasks, out_dir: Path, jobs: int) -> None:
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from .cli import _console
+    from .experiments.suite import _cost_weights, run_suite
+
+    weights = _cost_weights(tasks)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[cells]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+    ) as bar:
+        bar_id = bar.add_task("reproduce", total=sum(weights.values()), cells="")
+        done = {"n": 0, "total": len(tasks)}
+
+        def on_start(already: int, total: int) -> None:
+            # cells finished by an earlier run are not part of this run's time estimate
+            done["n"] = already
+            bar.update(
+                bar_id,
+                total=sum(weights.values()) - _done_weight(tasks, out_dir, weights),
+                cells=f"{already}/{total} cells",
+            )
+
+        def on_done(task, weight: float) -> None:
+            done["n"] += 1
+            bar.update(
+                bar_id,
+                advance=weight,
+                description=task.id,
+                cells=f"{done['n']}/{done['total']} cells",
+            )
+
+        run_suite(tasks, out_dir, jobs, on_start, on_done)
+
+
+def _done_weight(tasks, out_dir: Path, weights) -> float:
+    from .experiments.suite import is_done
+
+    return sum(weights[t.id] for t in tasks if is_done(out_dir / "results" / f"{t.id}.json", t))
+
+
+@click.command()
+@click.argument("out", default="out/reproduce")
+def report(out: str) -> None:
+    """Rebuild figures/ and REPORT.md from OUT/results (no experiment is rerun)."""
+    from .experiments.report import write_report
+
+    out_dir = Path(out)
+    if not (out_dir / "results").is_dir():
+        raise ConfigError(f"no results in {out!r}: run `scar reproduce --out {out}` first")
+    click.echo(write_report(out_dir, f"scar report {out}"))

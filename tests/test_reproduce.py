@@ -1,0 +1,122 @@
+"""A miniature `scar reproduce` end to end: files, figures, the report's numbers, resuming."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ARGS = [
+    "reproduce",
+    "--quick",
+    "--models",
+    "mlr",
+    "--datasets",
+    "mlr=digits",
+    "--trials",
+    "2",
+    "--jobs",
+    "1",
+    "-q",
+]
+
+
+def scar(*args, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "scar.cli", *args], capture_output=True, text=True, timeout=900, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rep")
+    r = scar(*ARGS, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_every_file_exists_and_figures_are_png(run):
+    results = sorted(p.name for p in (run / "results").glob("*.json"))
+    assert "bound-mlr-digits.json" in results
+    assert sum(n.startswith("recovery-") for n in results) == 8
+    assert sum(n.startswith("policy-") for n in results) == 13
+    assert {"headline-mlr-digits-scar.json", "headline-mlr-digits-traditional.json"} <= set(results)
+    for name in ("bound", "partial_vs_full", "policies", "headline"):
+        png = (run / "figures" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+        from PIL import Image
+
+        with Image.open(run / "figures" / f"{name}.png") as im:
+            im.verify()
+            assert im.size[0] > 300 and im.size[1] > 200
+    report = (run / "REPORT.md").read_text()
+    for name in ("bound", "partial_vs_full", "policies", "headline"):
+        assert f"figures/{name}.png" in report
+
+
+def test_headline_numbers_in_the_report_match_the_json(run):
+    report = (run / "REPORT.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| MLR | digits |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    docs = {
+        k: json.loads((run / "results" / f"headline-mlr-digits-{k}.json").read_text())
+        for k in ("traditional", "scar")
+    }
+    for col, key in ((4, "traditional"), (5, "scar")):
+        s = docs[key]["summary"]
+        mean, std, lo, hi = map(float, re.findall(r"-?\d+\.\d+", cells[col])[:4])
+        assert mean == round(s["rework_mean"], 2) and std == round(s["rework_std"], 2)
+        assert (lo, hi) == (round(s["rework_ci95"][0], 2), round(s["rework_ci95"][1], 2))
+    t, s = docs["traditional"]["summary"]["rework_mean"], docs["scar"]["summary"]["rework_mean"]
+    assert cells[6] == f"{100 * (1 - s / t):.0f} %"
+    assert int(cells[2]) == docs["scar"]["clean"]["clean_iterations"]
+
+
+def test_a_killed_run_resumes_without_redoing_finished_cells(tmp_path):
+    out = tmp_path / "rep"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scar.cli", *ARGS, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results = out / "results"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(results.glob("*.json"))) < 4:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    assert 4 <= len(before) < 24, "the run was not interrupted part-way"
+    r = scar(*ARGS, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    assert len(after) == 24
+    for name, mtime in before.items():
+        assert after[name] == mtime, f"{name} was computed again"
+    # and a third run does nothing at all
+    r = scar(*ARGS, "--out", str(out))
+    assert r.returncode == 0
+    assert {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")} == after
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--models", "svm"], "--models"),
+        (["--jobs", "0"], "--jobs"),
+        (["--trials", "1"], "--trials"),
+        (["--datasets", "mlr=nope"], "nope"),
+    ],
+)
+def test_bad_options(tmp_path, extra, needle):
+    r = scar("reproduce", "--quick", "--out", str(tmp_path / "o"), *extra)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_report_needs_results(tmp_path):
+    r = scar("report", str(tmp_path))
+    assert r.returncode == 2 and "no results" in r.stderr
