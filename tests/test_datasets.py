@@ -206,7 +206,11 @@ def test_datasets_list(tmp_path):
         (["--model", "lda", "--dataset", "covtype", "--optimizer", "gibbs"], {}, "cannot be used"),
         (["--model", "mf", "--dataset", "reuters", "--optimizer", "als"], {}, "cannot be used"),
         (["--model", "mf", "--dataset", "nope", "--optimizer", "als"], {}, "is unknown"),
-        (["--model", "mf", "--dataset", "movielens-100k"], {}, "optimizer 'gd'"),
+        (
+            ["--model", "mf", "--dataset", "movielens-100k", "--optimizer", "gd"],
+            {},
+            "optimizer 'gd'",
+        ),
         (["--model", "mlr", "--dataset", "covtype"], "EMPTY", "covtype.data.gz"),
         (
             ["--model", "lda", "--dataset", "20newsgroups", "--optimizer", "gibbs"],
