@@ -27,7 +27,7 @@ from scar.state import State
 def gd():
     algo = models.build("mlr", "digits", "gd")
     d = models.defaults("mlr", "gd")
-    return algo, clean_run(algo, d.epsilon, d.smooth, 3.0)
+    return algo, clean_run(algo, d.epsilon, d.smooth)
 
 
 def cfg(**kw):

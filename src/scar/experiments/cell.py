@@ -161,7 +161,6 @@ def clean_run(
     algo: Algorithm,
     epsilon: float,
     smooth: int,
-    max_factor: float,
     max_iterations: int = 20000,
     long_run: int = 0,
 ) -> CleanRun:
@@ -263,13 +262,12 @@ def prepare(
     seed: int,
     epsilon: float,
     smooth: int,
-    max_factor: float,
 ) -> tuple[Algorithm, CleanRun]:
     """The algorithm and its clean run; cached, since every cell of a sweep on one model
     shares them (both are deterministic functions of these arguments)."""
     algo = models.build(model, dataset, optimizer, dict(hyper), seed=seed)
     long_run = models.defaults(model, optimizer).long_run
-    return algo, clean_run(algo, epsilon, smooth, max_factor, long_run=long_run)
+    return algo, clean_run(algo, epsilon, smooth, long_run=long_run)
 
 
 # An event changes the state after an iteration and returns (restart iteration or None, record).
@@ -373,7 +371,6 @@ def run_cell(
         cfg.seed,
         epsilon,
         d.smooth,
-        cfg.max_factor,
     )
     if cfg.fail_at is not None and cfg.fail_at >= clean.iterations:
         raise ConfigError(

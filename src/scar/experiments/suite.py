@@ -180,7 +180,7 @@ def run_task(task: Task) -> dict[str, Any]:
     from .perturb import sweep
 
     d = models.defaults(task.model, task.optimizer)
-    algo, clean = prepare(task.model, task.dataset, task.optimizer, (), 0, d.epsilon, d.smooth, 3.0)
+    algo, clean = prepare(task.model, task.dataset, task.optimizer, (), 0, d.epsilon, d.smooth)
     s = sweep_settings(task.model, task.config["quick"])
     times = sorted({max(1, round(f * clean.iterations)) for f in s["fractions_of_run"]})
     points = sweep(
