@@ -7,7 +7,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+
+from scar.experiments.report import reduction_ci
 
 ARGS = [
     "reproduce",
@@ -71,7 +74,12 @@ def test_headline_numbers_in_the_report_match_the_json(run):
         assert mean == round(s["rework_mean"], 2) and std == round(s["rework_std"], 2)
         assert (lo, hi) == (round(s["rework_ci95"][0], 2), round(s["rework_ci95"][1], 2))
     t, s = docs["traditional"]["summary"]["rework_mean"], docs["scar"]["summary"]["rework_mean"]
-    assert cells[6] == f"{100 * (1 - s / t):.0f} %"
+    lo, hi = reduction_ci(
+        [x["rework"] for x in docs["traditional"]["trials"]],
+        [x["rework"] for x in docs["scar"]["trials"]],
+    )
+    assert lo <= 1 - s / t <= hi
+    assert cells[6] == f"{100 * (1 - s / t):.0f} % [{100 * lo:.0f} %, {100 * hi:.0f} %]"
     assert int(cells[2]) == docs["scar"]["clean"]["clean_iterations"]
 
 
@@ -120,3 +128,12 @@ def test_bad_options(tmp_path, extra, needle):
 def test_report_needs_results(tmp_path):
     r = scar("report", str(tmp_path))
     assert r.returncode == 2 and "no results" in r.stderr
+
+
+def test_reduction_interval_covers_the_point_and_shrinks_with_trials():
+    rng = np.random.default_rng(0)
+    few = reduction_ci(list(rng.poisson(8, 5)), list(rng.poisson(1, 5)))
+    many = reduction_ci(list(rng.poisson(8, 200)), list(rng.poisson(1, 200)))
+    assert few[0] < many[0] <= 1 - 1 / 8 + 0.05 and many[1] < few[1]
+    assert many[0] > 0.8 and many[1] < 0.93
+    assert reduction_ci([0, 0, 0], [1, 2, 3]) is None

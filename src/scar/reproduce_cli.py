@@ -64,7 +64,11 @@ def _out_dir(path: str) -> Path:
 
 
 @click.command()
-@click.option("--quick", is_flag=True, help="Small data sets, 5 trials per cell (minutes).")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="5 trials per cell, digits instead of MNIST, shorter sweeps (under 10 minutes).",
+)
 @click.option("--models", "model_list", default=None, help="Comma-separated models [default: all].")
 @click.option(
     "--out",
@@ -81,7 +85,8 @@ def _out_dir(path: str) -> Path:
     "dataset_list",
     default=None,
     help="Data sets per model, e.g. mlr=digits+mnist,lda=reuters (the first is used for the "
-    "bound, recovery and policy experiments) [default: two per model].",
+    "bound, recovery and policy experiments) [default: mlr=mnist+bio (quick: digits+bio), "
+    "mf=movielens-100k+movielens-small, lda=reuters+news-articles].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def reproduce(

@@ -47,6 +47,11 @@ class Algorithm(ABC):
     def set_aux_state(self, aux: Mapping[str, np.ndarray]) -> None:
         """Reinstate worker-side arrays saved by a checkpoint."""
 
+    def skip_to(self, iteration: int, aux: Mapping[str, np.ndarray]) -> None:
+        """The runtime replayed a recorded run: the tables are as after ``iteration``, and
+        ``aux`` holds the worker-side arrays of that moment (:meth:`aux_state`)."""
+        self.set_aux_state(aux)
+
     def after_restore(self, tables: Tables, rows: Mapping[str, np.ndarray | None]) -> None:
         """Called after ``rows`` (None = all) were overwritten by a recovery."""
 

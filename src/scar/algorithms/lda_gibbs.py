@@ -262,6 +262,10 @@ class LDA(Algorithm):
         self.z = np.array(aux["z"], dtype=np.int32, copy=True)
         self.ndt = np.array(aux["doc_topic"], dtype=np.int32, copy=True)
 
+    def skip_to(self, iteration: int, aux: Mapping[str, np.ndarray]) -> None:
+        self.set_aux_state(aux)
+        self._last = iteration
+
     def after_restore(self, tables: Tables, rows: Mapping[str, np.ndarray | None]) -> None:
         if self.TABLE not in rows:
             return

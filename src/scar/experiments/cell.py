@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -121,6 +121,54 @@ def _fraction(value: Any, name: str) -> None:
         raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
 
 
+class Trajectory:
+    """The undisturbed run, remembered: the tables and worker-side arrays after each iteration
+    ``k = 0, 1, ...`` of the clean run.
+
+    Every algorithm here is a deterministic function of (state, iteration) - randomness is keyed
+    by the iteration - so a trial retraces the clean run exactly until its failure. Replaying
+    these states (a copy instead of an iteration's compute) gives bit-identical trials in half
+    the time (the failure falls in [0.2, 0.8] * T_clean). Recording stops at ``budget`` bytes;
+    iterations past the recorded prefix are computed.
+    """
+
+    def __init__(self, budget: int = 256 << 20) -> None:
+        self.budget = budget
+        self.used = 0
+        self.tables: list[dict[str, np.ndarray]] = []
+        self.aux: list[dict[str, np.ndarray]] = []
+        self.full = False
+
+    def __len__(self) -> int:
+        return len(self.tables)
+
+    def record(self, tables: Mapping[str, np.ndarray], aux: Mapping[str, np.ndarray]) -> None:
+        """Append the state after the next iteration (the first call: the start)."""
+        if self.full:
+            return
+        size = sum(t.nbytes for t in tables.values()) + sum(a.nbytes for a in aux.values())
+        if self.used + size > self.budget:
+            self.full = True
+            return
+        self.used += size
+        self.tables.append({n: np.array(t, copy=True) for n, t in tables.items()})
+        self.aux.append({n: np.array(a, copy=True) for n, a in aux.items()})
+
+    def truncate(self, n: int) -> None:
+        """Keep iterations 0 .. n - 1 (a trial never replays past its failure)."""
+        del self.tables[n:], self.aux[n:]
+        self.full = True
+
+    def replay(self, algo: Algorithm, state: State, iteration: int) -> bool:
+        """Put ``state`` and the algorithm's worker state where the clean run was after
+        ``iteration``; False when that iteration was not recorded."""
+        if iteration >= len(self.tables):
+            return False
+        state.assign(self.tables[iteration])
+        algo.skip_to(iteration, self.aux[iteration])
+        return True
+
+
 class MovingAverage:
     """Mean of the last ``window`` objective values, in the order iterations were executed."""
 
@@ -144,6 +192,7 @@ class CleanRun:
     final: dict[str, np.ndarray] | None = None  # the state where the clean run stopped
     metrics: dict[str, float] = field(default_factory=dict)  # algo.metrics at T_clean
     long_run: dict[str, Any] | None = None  # no known optimum: the run that gave f*
+    trajectory: Trajectory | None = field(default=None, repr=False)  # for replaying trials
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -176,6 +225,8 @@ def clean_run(
     ma = MovingAverage(smooth)
     objectives = [f0]
     distances = [theory.perturbation_norm(tables, optimum)]
+    trajectory = Trajectory()
+    trajectory.record(tables, algo.aux_state())
     reached = None
     horizon = max_iterations
     k = 0
@@ -185,6 +236,7 @@ def clean_run(
         f = algo.objective(tables)
         if reached is None:
             objectives.append(f)
+            trajectory.record(tables, algo.aux_state())
             if ma(f) <= target:
                 reached = k
                 horizon = k
@@ -205,6 +257,7 @@ def clean_run(
             if local is None:
                 local = theory.local_contraction(lambda tables: algo.step(tables, 1), optimum)
             c = max(c, local) if local < 1 else None
+    trajectory.truncate(reached)
     return CleanRun(
         f0,
         fstar,
@@ -214,6 +267,7 @@ def clean_run(
         c,
         optimum,
         final={n: t.copy() for n, t in tables.items()},
+        trajectory=trajectory,
     )
 
 
@@ -229,9 +283,12 @@ def _clean_run_long(
         raise ConfigError(f"model {algo.name} has no known optimum and no long-run length")
     ma = MovingAverage(smooth)
     objectives, smoothed = [f0], []
+    trajectory = Trajectory()
+    trajectory.record(tables, algo.aux_state())
     for k in range(1, n + 1):
         algo.step(tables, k)
         objectives.append(algo.objective(tables))
+        trajectory.record(tables, algo.aux_state())
         smoothed.append(ma(objectives[-1]))
         if algo.deterministic and abs(objectives[-2] - objectives[-1]) <= 1e-13 * abs(
             objectives[-1]
@@ -242,6 +299,7 @@ def _clean_run_long(
     fstar = min(smoothed)
     target = fstar + epsilon * (f0 - fstar)
     reached = next(k for k, f in enumerate(smoothed, 1) if f <= target)
+    trajectory.truncate(reached)
     metrics = {}
     if long_run["metrics"]:
         tables = algo.start()
@@ -249,7 +307,17 @@ def _clean_run_long(
             algo.step(tables, k)
         metrics = algo.metrics(tables)
     return CleanRun(
-        f0, fstar, target, reached, objectives[: reached + 1], None, None, final, metrics, long_run
+        f0,
+        fstar,
+        target,
+        reached,
+        objectives[: reached + 1],
+        None,
+        None,
+        final,
+        metrics,
+        long_run,
+        trajectory,
     )
 
 
@@ -284,10 +352,16 @@ def run_with_event(
     event: Event,
     checkpointer: Checkpointer | None = None,
     start: int = 0,
+    replay: bool = False,
 ) -> tuple[int, bool, dict[str, Any]]:
     """Train from ``state`` (which is at iteration ``start``) until the target, applying
     ``event`` after iteration ``event_at`` (``event_at == start``: before the first step).
-    Returns (iterations executed since 0, censored, the event's record)."""
+    Returns (iterations executed since 0, censored, the event's record).
+
+    ``replay``: ``state`` is the clean run's start (``start == 0``), so until the event the
+    iterations are taken from ``clean.trajectory`` where recorded instead of being recomputed
+    (they are counted, checkpointed and evaluated exactly as computed ones)."""
+    trajectory = clean.trajectory if replay and start == 0 else None
     ma = MovingAverage(smooth)
     record: dict[str, Any] = {}
     it = executed = start
@@ -299,15 +373,19 @@ def run_with_event(
     while executed < cap:
         it += 1
         executed += 1
-        algo.step(state, it)
+        replayed = not fired and trajectory is not None and trajectory.replay(algo, state, it)
+        if not replayed:
+            algo.step(state, it)
         if checkpointer is not None:
             checkpointer.step(it)
         if not fired and it == event_at:
             fired = True
+            replayed = False
             restart, record = event(state, it)
             if restart is not None:
                 it = restart
-        if ma(algo.objective(state)) <= clean.target:
+        f = clean.objectives[it] if replayed else algo.objective(state)
+        if ma(f) <= clean.target:
             return executed, False, record
     return cap, True, record
 
@@ -358,8 +436,11 @@ def run_cell(
     cfg: ExperimentConfig,
     store_factory: Callable[[int], CheckpointStore] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    replay: bool = True,
 ) -> dict[str, Any]:
-    """Run one experiment cell; returns the result document (see the README for the schema)."""
+    """Run one experiment cell; returns the result document (see the README for the schema).
+    ``replay=False`` recomputes every iteration of every trial (the results are identical:
+    see :class:`Trajectory`)."""
     cfg.validate()
     d = models.defaults(cfg.model, cfg.optimizer)
     epsilon = d.epsilon if cfg.epsilon is None else cfg.epsilon
@@ -397,6 +478,7 @@ def run_cell(
             fail_at,
             failure_event(algo, clean, ckpt, lost, cfg.recovery),
             ckpt,
+            replay=replay,
         )
         store.close()
         trials.append(
