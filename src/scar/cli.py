@@ -108,7 +108,8 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     "--epsilon",
     type=float,
     default=None,
-    help="Target f* + eps (f(0) - f*) [default: per model: 0.01 gd, 0.05 sgd].",
+    help="Target f* + eps (f(0) - f*) [default: per model: mlr 0.01 (gd), 0.05 (sgd); "
+    "mf 1e-6; lda 0.03].",
 )
 @click.option(
     "--max-factor",
@@ -276,6 +277,7 @@ def _register_datasets() -> None:
 
 
 _register_datasets()
+cli.add_command(__import__("scar.train_cli", fromlist=["train"]).train)
 
 
 # ---------------------------------------------------------------------------------------------

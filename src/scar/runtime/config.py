@@ -1,0 +1,118 @@
+"""The configuration of a distributed training run (``scar train``), validated up front."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from ..policies import POLICIES
+from ..recovery import RECOVERY_MODES
+from ..state import SHARDING_SCHEMES
+
+RUNTIMES = ("local", "ray")
+TRAIN_MODELS = {
+    "mlr": ("digits", "mnist", "covtype"),
+    "mf": ("movielens-100k", "movielens-small", "jester"),
+    "lda": ("reuters", "news-articles", "20newsgroups", "rcv1"),
+    "sparse-lr": ("criteo-synth",),
+}
+OPTIMIZERS = {"mlr": ("gd", "sgd"), "mf": ("als",), "lda": ("gibbs",), "sparse-lr": ("sgd",)}
+
+
+@dataclass
+class TrainConfig:
+    runtime: str = "local"
+    model: str = "mlr"
+    dataset: str = "digits"
+    optimizer: str | None = None  # mlr: gd or sgd; the model's only one otherwise
+    shards: int = 4
+    workers: int = 2
+    checkpoint: str = "priority"
+    fraction: float | None = None  # default 1/8 for partial policies
+    period: int = 10
+    recovery: str = "partial"
+    store: str | None = None  # None: a temporary directory
+    iterations: int = 100
+    kill_at: int | None = None
+    kill_shards: int = 1
+    kill_every: int | None = None
+    seed: int = 0
+    async_writes: bool = True
+    fsync: bool = True
+    timeout: float = 60.0  # seconds without an answer before a node counts as dead
+    sharding: str = "range"
+    eval_every: int = 1  # objective every N iterations (and at the end)
+    hyper: dict[str, Any] = field(default_factory=dict)  # model settings (lr, l2, batch_size)
+    synth: dict[str, Any] = field(default_factory=dict)  # criteo-synth sizes
+
+    def validate(self) -> TrainConfig:
+        _one_of("runtime", self.runtime, RUNTIMES)
+        _one_of("model", self.model, tuple(TRAIN_MODELS))
+        _one_of("dataset", self.dataset, TRAIN_MODELS[self.model], f" for model {self.model}")
+        self.optimizer = self.optimizer or OPTIMIZERS[self.model][0]
+        _one_of("optimizer", self.optimizer, OPTIMIZERS[self.model], f" for model {self.model}")
+        _one_of("checkpoint", self.checkpoint, POLICIES)
+        _one_of("recovery", self.recovery, RECOVERY_MODES)
+        _one_of("sharding", self.sharding, SHARDING_SCHEMES)
+        for name in ("shards", "workers", "period", "iterations", "kill_shards", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint == "full":
+            self.fraction = None
+        else:
+            self.fraction = 0.125 if self.fraction is None else self.fraction
+            if math.isnan(self.fraction) or not 0 < self.fraction <= 1:
+                raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction:g}")
+        if self.kill_at is not None and self.kill_every is not None:
+            raise ConfigError(
+                "give either --kill-at (with --kill-shards) or --kill-every, not both"
+            )
+        if self.kill_at is not None and not 1 <= self.kill_at <= self.iterations:
+            raise ConfigError(
+                f"--kill-at must be in 1..{self.iterations} (--iterations), got {self.kill_at}"
+            )
+        if self.kill_every is not None and self.kill_every < 1:
+            raise ConfigError(f"--kill-every must be >= 1, got {self.kill_every}")
+        if self.kill_shards > self.shards:
+            raise ConfigError(
+                f"--kill-shards must be in 1..{self.shards} (--shards), got {self.kill_shards}"
+            )
+        if not self.timeout > 0:
+            raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout:g}")
+        for name, v in self.hyper.items():
+            if v is not None and not (v > 0 or (name == "l2" and v == 0)):
+                raise ConfigError(f"--{_flag(name)} must be > 0, got {v:g}")
+        return self
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _one_of(name: str, value: Any, allowed: tuple, where: str = "") -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"--{_flag(name)} {value!r} is not allowed{where}; allowed: {', '.join(allowed)}"
+        )
+
+
+def build_split(cfg: TrainConfig):
+    """The algorithm of ``cfg`` and its worker/server split."""
+    from .split import split_of
+
+    hyper = {k: v for k, v in cfg.hyper.items() if v is not None}
+    if cfg.model == "sparse-lr":
+        from ..algorithms.sparse_lr import CriteoSynthConfig, SparseLR, SparseLRParams, criteo_synth
+
+        unknown = sorted(set(hyper) - (set(SparseLRParams.__dataclass_fields__) - {"seed"}))
+        if unknown:
+            raise ConfigError(f"model sparse-lr has no setting {unknown}")
+        data = criteo_synth(CriteoSynthConfig(**cfg.synth, seed=cfg.seed))
+        algorithm = SparseLR(data, SparseLRParams(**hyper, seed=cfg.seed))
+    else:
+        from ..experiments.models import build
+
+        algorithm = build(cfg.model, cfg.dataset, cfg.optimizer, hyper, seed=cfg.seed)
+    return split_of(cfg.model, algorithm)

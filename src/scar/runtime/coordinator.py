@@ -1,0 +1,363 @@
+"""The coordinator: drives BSP iterations over shard servers and workers, injects and detects
+failures, replaces dead shards and restores their rows.
+
+One iteration: every worker computes on the rows pulled after the previous iteration and pushes
+per-shard updates; every shard applies them (and checkpoints when its policy is due); the
+coordinator then pulls the new state (the next iteration's input and the objective). A shard
+that dies (``NodeLost``: actor death or timeout) is replaced by a new shard server that
+reopens the dead shard's store, then
+
+* ``partial``: the replacement reads its rows back; the survivors and the counter carry on;
+* ``full``: every shard rolls back to the newest iteration all shards committed, and the
+  counter rewinds to it (the iterations after it are done again).
+
+Worker-side state (LDA: topic assignments z, document-topic counts) lives in the workers. The
+coordinator keeps a copy of it at every iteration the shards checkpoint (on Ray: object-store
+references, so nothing is copied to the driver until a rollback needs it) and, after a
+recovery, hands it to the split (``Split.after_restore``) with the restored rows: a full
+rollback first reinstates the copy of the iteration rolled back to; then (partial or full) the
+split makes the state consistent with the restored rows (LDA re-deals the tokens of the
+restored words) and the workers receive the result. The coordinator also gathers the state for
+the objective (LDA's joint likelihood needs the document-topic counts).
+
+A dead worker ends the run with an error (workers hold data partitions; the runtime does not
+re-deal them).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ScarError
+from ..policies import make_policy
+from .config import TrainConfig
+from .local import Cluster, Handle, NodeLost
+from .nodes import CheckpointConfig, ShardServer, WorkerNode, norm_between
+from .split import Layout, Split
+
+KEEP_STATES = 6  # worker-state snapshots kept for full rollbacks (the stores keep 3 versions)
+
+
+class RuntimeFailure(ScarError):
+    """The run cannot go on (a worker died, recovery failed)."""
+
+
+@dataclass
+class Failure:
+    iteration: int  # the iteration after which the shards were lost
+    shards: list[int]
+    detection_seconds: float  # kill (or the failing call) -> death noticed
+    restore_seconds: float  # death noticed -> replacement serving restored rows
+    rows_restored: int
+    bytes_restored: int
+    perturbation_norm: float | None
+    resume_iteration: int  # partial: = iteration; full: the checkpoint rolled back to
+    restored_from: list[int]  # per lost shard: the iteration of its newest committed save
+    committed_before: list[int]  # per lost shard: newest save it had reported committed
+    objective_after: float  # the objective of the recovered state
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, split: Split, cluster: Cluster, store: str) -> None:
+        self.cfg, self.split, self.cluster = cfg, split, cluster
+        initial = split.initial_tables()
+        self.layout = Layout(
+            {n: a.shape for n, a in initial.items()},
+            cfg.shards,
+            cfg.sharding,
+            {n: a.dtype for n, a in initial.items()},
+        )
+        self.ckpt = CheckpointConfig(
+            cfg.checkpoint, cfg.period, cfg.fraction, cfg.seed, store, cfg.async_writes, cfg.fsync
+        )
+        per_shard = self.layout.scatter(initial)
+        self.shards = [self._start_shard(k, per_shard[k]) for k in range(cfg.shards)]
+        self.workers = [
+            self._started(cluster.start("worker", w, WorkerNode, part, self.layout))
+            for w, part in enumerate(split.parts(cfg.workers))
+        ]
+        self.durable = [0] * cfg.shards
+        self.iteration = 0
+        self.steps = 0
+        self.failures: list[Failure] = []
+        self.checkpoint_seconds = 0.0
+        self.checkpoint_bytes = 0
+        self._killed_at: float | None = None
+        self._before: tuple[int, dict[str, np.ndarray]] | None = None
+        # worker-side state at every iteration the shards checkpoint (futures; see _snapshot)
+        self._due = make_policy(cfg.checkpoint, cfg.period, cfg.fraction).is_due
+        self._snapshots: dict[int, list[Any]] = {}
+        self._snapshot()
+        self._current: tuple[list[Any], dict[str, np.ndarray]] | None = self._pull()
+        self.trajectory: list[tuple[int, float]] = [(0, self.objective())]
+
+    # -- nodes ----------------------------------------------------------------------------
+    def _started(self, h: Handle) -> Handle:
+        h.meta["pid"] = self.cluster.get(h, self.cluster.call(h, "pid"), self.cfg.timeout)
+        return h
+
+    def _start_shard(self, k: int, rows: dict[str, np.ndarray] | None) -> Handle:
+        return self._started(
+            self.cluster.start(
+                "shard", k, ShardServer, k, self.layout, self.split.rule, self.ckpt, rows
+            )
+        )
+
+    def _ask(self, handles: list[Handle], method: str, *args: Any) -> tuple[list[Any], list[int]]:
+        """Call ``method`` on every node; (results, indices of the nodes found dead)."""
+        futures = [self.cluster.call(h, method, *args) for h in handles]
+        out, lost = [], []
+        for i, (h, f) in enumerate(zip(handles, futures, strict=True)):
+            try:
+                out.append(self.cluster.get(h, f, self.cfg.timeout))
+            except NodeLost:
+                out.append(None)
+                lost.append(i)
+        return out, lost
+
+    def _alive(self, h: Handle) -> bool:
+        try:
+            self.cluster.get(h, self.cluster.call(h, "pid"), min(10.0, self.cfg.timeout))
+            return True
+        except NodeLost:
+            return False
+
+    def _check_workers(self) -> None:
+        for h in self.workers:
+            if not self._alive(h):
+                raise RuntimeFailure(
+                    f"worker {h.index} died at iteration {self.iteration + 1}; "
+                    "workers hold data partitions and are not replaced"
+                )
+
+    # -- state ----------------------------------------------------------------------------
+    def _pull(self) -> tuple[list[Any], dict[str, np.ndarray]]:
+        """Futures of every shard's rows and the assembled full state (recovering lost shards)."""
+        while True:
+            t0 = time.perf_counter()
+            futures = [self.cluster.call(h, "pull") for h in self.shards]
+            values, lost = [], []
+            for k, (h, f) in enumerate(zip(self.shards, futures, strict=True)):
+                try:
+                    values.append(self.cluster.get(h, f, self.cfg.timeout))
+                except NodeLost:
+                    lost.append(k)
+            if not lost:
+                return futures, self.layout.assemble(values)
+            self._recover(lost, self._killed_at or t0)
+
+    def refresh(self) -> dict[str, np.ndarray]:
+        """Pull the state now (noticing and recovering dead shards); the full tables."""
+        self._current = self._pull()
+        return self.tables
+
+    @property
+    def tables(self) -> dict[str, np.ndarray]:
+        return self._current[1]
+
+    def objective(self) -> float:
+        return float(self.split.objective(self.tables, self.worker_states()))
+
+    # -- worker-side state (LDA's z and document-topic counts) ----------------------------
+    def worker_states(self, futures: list[Any] | None = None) -> list[dict[str, np.ndarray]]:
+        if not self.split.worker_state:
+            return []
+        if futures is None:
+            futures = [self.cluster.call(w, "state") for w in self.workers]
+        out = []
+        for w, f in zip(self.workers, futures, strict=True):
+            try:
+                out.append(self.cluster.get(w, f, self.cfg.timeout))
+            except NodeLost:
+                raise RuntimeFailure(
+                    f"worker {w.index} died at iteration {self.iteration}; "
+                    "workers hold data partitions and are not replaced"
+                ) from None
+        return out
+
+    def _snapshot(self) -> None:
+        """Keep the workers' state of this iteration (a checkpoint iteration of the shards) for
+        a full rollback to it: the coordinator holds it (as futures: on Ray the copies stay in
+        the object store), the newest ``KEEP_STATES`` of them."""
+        if not self.split.worker_state:
+            return
+        self._snapshots[self.iteration] = [self.cluster.call(w, "state") for w in self.workers]
+        for it in sorted(self._snapshots)[:-KEEP_STATES]:
+            del self._snapshots[it]
+
+    def _reconcile(self, rows: dict[str, np.ndarray | None], at: int, target: int | None) -> None:
+        """Make the workers' state agree with restored ``rows`` after a failure after
+        iteration ``at``; a full rollback to ``target`` first reinstates that iteration's."""
+        if not self.split.worker_state:
+            return
+        if target is None:
+            states = self.worker_states()
+        elif target in self._snapshots:
+            states = self.worker_states(self._snapshots[target])
+        else:
+            raise RuntimeFailure(
+                f"no worker state kept for the rollback to iteration {target}; "
+                f"kept: {sorted(self._snapshots)}"
+            )
+        new = self.split.after_restore(self.tables, rows, states, at)
+        for w, s in zip(self.workers, new if new is not None else states, strict=True):
+            self.cluster.get(w, self.cluster.call(w, "set_state", s), self.cfg.timeout)
+
+    # -- iterations -----------------------------------------------------------------------
+    def step(self) -> None:
+        if self._current is None:
+            self._current = self._pull()  # may recover lost shards (and rewind the counter)
+        it = self.iteration + 1
+        refs = self._current[0]
+        wargs = self.split.worker_args(it, len(self.workers))
+        sargs = self.split.server_args(it)
+        S = len(self.shards)
+        outs = [
+            self.cluster.call(w, "compute", it, wargs[i], *refs, num_returns=S)
+            for i, w in enumerate(self.workers)
+        ]
+        outs = [o if S > 1 else [o] for o in outs]
+        t0 = time.perf_counter()
+        for k, h in enumerate(self.shards):
+            h.meta["apply"] = self.cluster.call(h, "apply", it, sargs, *[o[k] for o in outs])
+        lost, ckpt = [], 0.0
+        for k, h in enumerate(self.shards):
+            try:
+                stats = self.cluster.get(h, h.meta.pop("apply"), self.cfg.timeout)
+            except NodeLost:
+                lost.append(k)
+                continue
+            ckpt = max(ckpt, stats["checkpoint_seconds"])
+            self.checkpoint_bytes += stats["saved_bytes"]
+            self.durable[k] = stats["durable"]
+        self.checkpoint_seconds += ckpt
+        self.iteration, self.steps = it, self.steps + 1
+        if self._due(it):
+            self._snapshot()
+        if lost:
+            self._check_workers()
+            dead = [k for k in lost if not self._alive(self.shards[k])]
+            if not dead:
+                raise RuntimeFailure(f"shards {lost} failed iteration {it} but are alive")
+            self._recover(dead, self._killed_at or t0)
+        self._current = self._pull()
+        if self.iteration % self.cfg.eval_every == 0 or self.iteration >= self.cfg.iterations:
+            self.trajectory.append((self.iteration, self.objective()))
+
+    def kill(self, shards: list[int]) -> None:
+        """Kill shard nodes for real (SIGKILL on Ray); the next call notices."""
+        self._killed_at = time.perf_counter()
+        for k in shards:
+            self.cluster.kill(self.shards[k])
+        if self._current is not None:
+            self._before = (self.iteration, self._current[1])
+        self._current = None
+
+    def _recover(self, lost: list[int], since: float) -> None:
+        detected = time.perf_counter()
+        at = self.iteration
+        before = self._before
+        before_tables = before[1] if before and before[0] == at else self._tables_or_none()
+        self._before, self._killed_at = None, None
+        committed = [self.durable[k] for k in lost]
+        for k in lost:
+            discard = getattr(self.cluster, "discard", None)
+            if discard is not None:
+                discard(self.shards[k])
+            self.shards[k] = self._start_shard(k, None)
+        target = None
+        if self.cfg.recovery == "partial":
+            stats, dead = self._ask([self.shards[k] for k in lost], "restore")
+            restored_from = [s["iteration"] for s in stats if s is not None]
+            for k, it in zip(lost, restored_from, strict=False):
+                self.durable[k] = it
+        else:
+            latest, dead = self._ask(self.shards, "latest_iteration")
+            if not dead:
+                target = min(latest)
+                stats, dead = self._ask(self.shards, "rollback", target)
+                restored_from = [target] * len(lost)
+                self.iteration, self.durable = target, [target] * len(self.shards)
+        if dead:
+            raise RuntimeFailure(f"shards died again while recovering from the loss of {lost}")
+        self._current = self._pull()
+        rows = {
+            n: np.sort(np.concatenate([self.layout.rows(k)[n] for k in lost]))
+            if target is None
+            else None
+            for n in self.layout.shapes
+        }
+        self._reconcile(rows, at, target)
+        restored = time.perf_counter()
+        norm = None if before_tables is None else norm_between(self.tables, before_tables)
+        self.failures.append(
+            Failure(
+                iteration=at,
+                shards=sorted(lost),
+                detection_seconds=detected - since,
+                restore_seconds=restored - detected,
+                rows_restored=sum(s["rows"] for s in stats),
+                bytes_restored=sum(s["bytes"] for s in stats),
+                perturbation_norm=norm,
+                resume_iteration=self.iteration,
+                restored_from=restored_from,
+                committed_before=committed,
+                objective_after=self.objective(),
+            )
+        )
+
+    def _tables_or_none(self) -> dict[str, np.ndarray] | None:
+        return None if self._current is None else self._current[1]
+
+    def close(self) -> list[int]:
+        """Wait for every checkpoint to be durable; the newest committed iteration per shard."""
+        out, dead = self._ask(self.shards, "close")
+        if dead:
+            raise RuntimeFailure(f"shards {dead} died while closing")
+        return out
+
+    # -- a whole run ----------------------------------------------------------------------
+    def run(self, progress=None) -> dict[str, Any]:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, 0x4B11])
+        killed: set[int] = set()
+        t0 = time.perf_counter()
+        while self.iteration < cfg.iterations:
+            self.step()
+            it = self.iteration
+            due = (cfg.kill_at == it) or (cfg.kill_every is not None and it % cfg.kill_every == 0)
+            if due and it not in killed and it < cfg.iterations:
+                killed.add(it)
+                n = cfg.kill_shards if cfg.kill_at is not None else 1
+                self.kill(sorted(rng.choice(cfg.shards, size=n, replace=False).tolist()))
+            if progress is not None:
+                progress(it, cfg.iterations)
+        committed = self.close()
+        wall = time.perf_counter() - t0
+        return self.result(wall, committed)
+
+    def result(self, wall: float, committed: list[int]) -> dict[str, Any]:
+        its, objs = zip(*self.trajectory, strict=True)
+        return {
+            "config": asdict(self.cfg),
+            "objective": list(objs),
+            "iterations": list(its),
+            "objective_final": objs[-1],
+            "failures": [asdict(f) for f in self.failures],
+            "totals": {
+                "iterations": self.iteration,
+                "steps": self.steps,
+                "failures": len(self.failures),
+                "wall_seconds": wall,
+                "checkpoint_seconds": self.checkpoint_seconds,
+                "checkpoint_bytes": self.checkpoint_bytes,
+                "recovery_seconds": sum(
+                    f.detection_seconds + f.restore_seconds for f in self.failures
+                ),
+                "committed_iteration": min(committed),
+            },
+        }

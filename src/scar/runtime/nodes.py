@@ -1,0 +1,233 @@
+"""The two kinds of node of the parameter server: shard servers and workers.
+
+Both are plain classes: the local runtime calls them in-process, the Ray runtime wraps them in
+``ray.remote`` actors. A shard server owns a row range of every table, applies the pushed
+updates, keeps its last-saved copy, runs the checkpoint policy and writes its *own* store
+(``<store>/shard-<k>``, rows numbered locally 0..n_k-1), so every shard is the exclusive writer
+of its store and a replacement shard reopens the store of the one it replaces.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..checkpoint import Checkpointer
+from ..errors import StoreError
+from ..policies import make_policy
+from ..recovery import restore_rows
+from ..state import State
+from ..store import open_store
+from .split import Layout, ServerRule, Update, WorkerPart, combine
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    policy: str = "priority"
+    period: int = 10
+    fraction: float | None = 0.125
+    seed: int = 0
+    store: str = "scar-store"
+    async_writes: bool = False
+    fsync: bool = True
+    keep_last: int = 3
+
+
+def shard_url(base: str, shard: int) -> str:
+    return f"{base.rstrip('/')}/shard-{shard}"
+
+
+class ShardServer:
+    """Parameter-server shard ``k``. ``initial`` = its rows of the starting tables; None for a
+    replacement, whose rows stay NaN until ``restore`` or ``rollback`` reads them back."""
+
+    def __init__(
+        self,
+        k: int,
+        layout: Layout,
+        rule: ServerRule,
+        ckpt: CheckpointConfig,
+        initial: Mapping[str, np.ndarray] | None,
+    ) -> None:
+        self.k, self.rule, self.cfg = k, rule, ckpt
+        self.url = shard_url(ckpt.store, k)
+        shapes = {n: (len(r), layout.shapes[n][1]) for n, r in layout.rows(k).items()}
+        if initial is None:
+            tables = {n: np.full(s, np.nan, layout.dtypes[n]) for n, s in shapes.items()}
+        else:
+            tables = {n: np.array(initial[n], copy=True) for n in shapes}
+        self.state = State(tables, n_shards=1)
+        self.store = open_store(
+            self.url, async_writes=ckpt.async_writes, fsync=ckpt.fsync, keep_last=ckpt.keep_last
+        )
+        policy = make_policy(ckpt.policy, ckpt.period, ckpt.fraction, seed=ckpt.seed * 1009 + k)
+        self.ckpt = Checkpointer(self.state, policy, self.store)
+        self.pending: int | None = None  # iteration of a save that may still be in flight
+        self._thread: threading.Thread | None = None  # async mode: the save being selected
+        self._thread_error: BaseException | None = None
+        self.durable = -1  # newest iteration known committed
+        if initial is not None:
+            self._save(0, base=True)
+
+    # -- serving --------------------------------------------------------------------------
+    def pid(self) -> int:
+        return os.getpid()
+
+    def pull(self) -> dict[str, np.ndarray]:
+        return {n: t.copy() for n, t in self.state.items()}
+
+    def apply(self, iteration: int, args: Any, *pushes: Mapping[str, Update]) -> dict[str, Any]:
+        """Apply every worker's pushes for ``iteration``, then checkpoint if the policy is due."""
+        waited = self._join()
+        for name, live in self.state.items():
+            ups = [p[name] for p in pushes if name in p]
+            rows, total = combine(live.shape[0], ups)
+            if total is not None:
+                self.rule.apply(name, live, rows, total, args)
+            for u in ups:
+                if u.op == "set":
+                    live[slice(None) if u.rows is None else u.rows] = u.values
+        t0 = time.perf_counter()
+        saved = 0
+        if self.ckpt.policy.is_due(iteration):
+            saved = self._save_later(iteration) if self.cfg.async_writes else self._save(iteration)
+        return {
+            "checkpoint_seconds": waited + (time.perf_counter() - t0 if saved else 0.0),
+            "saved_bytes": saved,
+            "durable": self.durable,
+        }
+
+    def _save_later(self, iteration: int) -> int:
+        """Async mode: select and snapshot the rows on a thread while the workers compute the
+        next iteration (the live rows do not change until the next ``apply``, which joins
+        it); the bytes the policy saves are known up front."""
+        self._thread = threading.Thread(target=self._save_in_thread, args=(iteration,))
+        self._thread.start()
+        p = self.ckpt.policy
+        return sum(p.rows_per_checkpoint(t.shape[0], iteration) * t[:1].nbytes
+                   for t in self.state.values())  # fmt: skip
+
+    def _save_in_thread(self, iteration: int) -> None:
+        try:
+            self._save(iteration)
+        except BaseException as e:  # noqa: BLE001 - raised by the next call (_join)
+            self._thread_error = e
+
+    def _join(self) -> float:
+        """Wait for a background save; its error, if any, is raised here. Seconds waited."""
+        if self._thread is None:
+            return 0.0
+        t0 = time.perf_counter()
+        self._thread.join()
+        self._thread = None
+        error, self._thread_error = self._thread_error, None
+        if error is not None:
+            raise error
+        return time.perf_counter() - t0
+
+    def _save(self, iteration: int, base: bool = False) -> int:
+        """Save (all rows if ``base``); with async writes, first wait for the previous save,
+        which then counts as durable."""
+        self.store.wait()
+        if self.pending is not None:
+            self.durable = self.pending
+        result = self.ckpt.save_all(iteration) if base else self.ckpt.step(iteration)
+        if self.cfg.async_writes:
+            self.pending = iteration
+        else:
+            self.durable, self.pending = iteration, None
+        return result.value_bytes
+
+    def sync(self) -> int:
+        """Wait until every save is durable; the newest committed iteration."""
+        self._join()
+        self.store.wait()
+        if self.pending is not None:
+            self.durable, self.pending = self.pending, None
+        return self.durable
+
+    # -- recovery -------------------------------------------------------------------------
+    def latest_iteration(self) -> int:
+        self._join()
+        latest = self.store.latest()
+        return -1 if latest is None else latest.iteration
+
+    def restore(self) -> dict[str, Any]:
+        """Partial recovery of this (replacement) shard: every row from its latest saved value."""
+        rec = self.ckpt.recover([0], mode="partial")
+        self.durable = self.latest_iteration()
+        return {
+            "rows": sum(rec.rows_restored.values()),
+            "bytes": rec.bytes_restored,
+            "iteration": self.durable,
+        }
+
+    def rollback(self, target: int) -> dict[str, Any]:
+        """Full recovery: every row to its saved value as of the checkpoint at ``target``, then
+        a complete save at ``target`` so later reads never resolve rows of the abandoned run."""
+        self.sync()
+        latest = self.store.latest()
+        if latest is not None and latest.iteration == target:
+            counts, nbytes = restore_rows(self.state, self.store, {n: None for n in self.state})
+        else:
+            counts, nbytes = self._restore_version(target)
+        self._save(target, base=True)
+        self.sync()
+        return {"rows": sum(counts.values()), "bytes": nbytes, "iteration": target}
+
+    def _restore_version(self, target: int) -> tuple[dict[str, int], int]:
+        old = open_store(self.url, readonly=True)
+        try:
+            match = [v for v in old.versions() if v.iteration == target]
+            if not match:
+                raise StoreError(
+                    f"{self.url}: no checkpoint of iteration {target} is kept; "
+                    f"kept: {[v.iteration for v in old.versions()]}"
+                )
+            old.checkout(match[-1].version)
+            return restore_rows(self.state, old, {n: None for n in self.state})
+        finally:
+            old.close()
+
+    def close(self) -> int:
+        durable = self.sync()
+        self.store.close()
+        return durable
+
+
+class WorkerNode:
+    """A worker: one data partition; pulls rows, computes an update, pushes per shard."""
+
+    def __init__(self, part: WorkerPart, layout: Layout) -> None:
+        self.part, self.layout = part, layout
+        part.set_state(part.state())  # arrays shipped to an actor arrive read-only
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def compute(
+        self, iteration: int, args: Any, *pulls: Mapping[str, np.ndarray]
+    ) -> list[dict[str, Update]] | dict[str, Update]:
+        tables = self.layout.assemble(pulls)
+        out = self.layout.split(self.part.update(tables, iteration, args))
+        return out if len(out) > 1 else out[0]  # one return value per shard
+
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of the worker-side state (for the objective, checkpoints and re-deals)."""
+        return self.part.state()
+
+    def set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        self.part.set_state(state)
+
+
+def norm_between(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
+    """L2 distance over every row of two full states."""
+    return float(
+        np.sqrt(sum(np.sum(np.square(a[n].astype(np.float64) - b[n], dtype=np.float64)) for n in a))
+    )

@@ -1,0 +1,126 @@
+"""``scar train``: train on the local or the Ray parameter-server runtime, with real failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .errors import ConfigError
+
+
+@click.command()
+@click.option("--runtime", default="local", show_default=True, help="local (in-process) or ray.")
+@click.option("--model", default="mlr", show_default=True, help="mlr, mf, lda or sparse-lr.")
+@click.option(
+    "--dataset",
+    default=None,
+    help=(
+        "mlr: digits, mnist, covtype; mf: movielens-100k, movielens-small, jester; "
+        "lda: reuters, news-articles, 20newsgroups, rcv1; sparse-lr: criteo-synth "
+        "[default: the model's first]."
+    ),
+)
+@click.option(
+    "--optimizer",
+    default=None,
+    help="mlr: gd or sgd [default: gd]; mf: als; lda: gibbs; sparse-lr: sgd.",
+)
+@click.option("--shards", type=int, default=4, show_default=True, help="Server shards S.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Workers W.")
+@click.option(
+    "--checkpoint",
+    default="priority",
+    show_default=True,
+    help="full, priority, round-robin, random.",
+)
+@click.option(
+    "--fraction", type=float, default=None, help="Fraction r per partial checkpoint [1/8]."
+)
+@click.option("--period", type=int, default=10, show_default=True, help="Checkpoint period C.")
+@click.option("--recovery", default="partial", show_default=True, help="full or partial.")
+@click.option(
+    "--store",
+    default=None,
+    help="Checkpoint store URL; shard k writes URL/shard-<k> [default: a temporary directory].",
+)
+@click.option("--iterations", type=int, default=100, show_default=True, help="Iterations N.")
+@click.option(
+    "--kill-at", type=int, default=None, help="Kill --kill-shards shards after this iteration."
+)
+@click.option(
+    "--kill-shards", type=int, default=1, show_default=True, help="Shards killed at --kill-at."
+)
+@click.option("--kill-every", type=int, default=None, help="Kill one shard every N iterations.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed (data, kills, policy).")
+@click.option(
+    "--async/--no-async",
+    "async_writes",
+    default=True,
+    show_default=True,
+    help="Write checkpoints in the background.",
+)
+@click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync checkpoint files.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds without an answer before a node counts as dead.",
+)
+@click.option("--sharding", default="range", show_default=True, help="Row layout: range or hash.")
+@click.option("--lr", type=float, default=None, help="Override the model's step size.")
+@click.option("--l2", type=float, default=None, help="Override the model's L2 regularisation.")
+@click.option("--batch-size", type=int, default=None, help="Override the minibatch size.")
+@click.option("--rank", type=int, default=None, help="mf: override the factor rank.")
+@click.option("--topics", type=int, default=None, help="lda: override the number of topics.")
+@click.option("--examples", type=int, default=None, help="criteo-synth: examples [100000].")
+@click.option("--hash-bits", type=int, default=None, help="criteo-synth: log2 of the buckets [18].")
+@click.option("--fields", type=int, default=None, help="criteo-synth: categorical fields [26].")
+@click.option("--output", "-o", required=True, help="Result file (JSON).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train(
+    output: str,
+    quiet: bool,
+    lr: float | None,
+    l2: float | None,
+    batch_size: int | None,
+    rank: int | None,
+    topics: int | None,
+    examples: int | None,
+    hash_bits: int | None,
+    fields: int | None,
+    dataset: str | None,
+    **kw: Any,
+) -> None:
+    """Train with parameter-server shards and workers; kill shards; recover; write JSON."""
+    from .cli import _with_progress, check_output
+    from .jsonio import write_json
+    from .runtime import train as run_training
+    from .runtime.config import TRAIN_MODELS, TrainConfig
+
+    synth = {"examples": examples, "hash_bits": hash_bits, "fields": fields}
+    synth = {k: v for k, v in synth.items() if v is not None}
+    if synth and kw["model"] != "sparse-lr":
+        raise ConfigError(
+            f"--{next(iter(synth)).replace('_', '-')} is a criteo-synth size: use it with --model sparse-lr"
+        )
+    if dataset is None:
+        dataset = TRAIN_MODELS.get(kw["model"], ("digits",))[0]
+    given = {"lr": lr, "l2": l2, "batch_size": batch_size, "rank": rank, "topics": topics}
+    hyper = {k: v for k, v in given.items() if v is not None}
+    cfg = TrainConfig(**kw, dataset=dataset, hyper=hyper, synth=synth).validate()
+    if cfg.model == "sparse-lr":
+        from .algorithms.sparse_lr import CriteoSynthConfig
+
+        CriteoSynthConfig(**synth).validate()
+    path = check_output(output)
+    doc = _with_progress(lambda progress: run_training(cfg, progress), cfg.iterations, quiet)
+    write_json(path, doc)
+    if not quiet:
+        t = doc["totals"]
+        click.echo(
+            f"{cfg.model}/{cfg.dataset} on {cfg.runtime}: {t['iterations']} iterations "
+            f"({t['steps']} steps), objective {doc['objective_final']:.6g}, "
+            f"{t['failures']} failures, {t['wall_seconds']:.1f} s -> {path}"
+        )

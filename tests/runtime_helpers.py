@@ -1,0 +1,55 @@
+"""Shared set-up of the runtime tests: small MLR / sparse-LR trainers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scar.runtime import TrainConfig, Trainer, build_split
+from scar.store import open_store
+
+
+def make_trainer(cluster, tmp_path, **kw) -> Trainer:
+    opts = dict(
+        runtime=cluster.name,
+        shards=4,
+        workers=2,
+        iterations=30,
+        fsync=False,
+        store=str(tmp_path / "store"),
+        timeout=60.0,
+    )
+    opts.update(kw)
+    cfg = TrainConfig(**opts).validate()
+    return Trainer(cfg, build_split(cfg), cluster, cfg.store)
+
+
+def run_steps(trainer: Trainer, n: int) -> None:
+    for _ in range(n):
+        trainer.step()
+
+
+def saved_rows(store: str, shard: int, table: str = "weights") -> np.ndarray:
+    s = open_store(f"{store}/shard-{shard}", readonly=True)
+    try:
+        return s.read_rows(table)
+    finally:
+        s.close()
+
+
+def close(trainer: Trainer) -> None:
+    try:
+        trainer.close()
+    except Exception:  # noqa: BLE001 - a test that broke a node
+        pass
+
+
+def lda_counts(trainer: Trainer) -> tuple[np.ndarray, np.ndarray]:
+    """(word-topic, document-topic) counts of the workers' topic assignments z."""
+    from scar.algorithms.lda_gibbs import _count
+
+    alg = trainer.split.algorithm
+    z = np.concatenate([s["z"] for s in trainer.worker_states()])
+    nwt = np.zeros((alg.corpus.n_words, alg.p.topics), np.float32)
+    ndt = np.zeros((alg.corpus.n_docs, alg.p.topics), np.int32)
+    _count(alg.words, alg.docs, z, nwt, ndt)
+    return nwt, ndt

@@ -1,0 +1,124 @@
+"""The worker/server split and the coordinator on the local (in-process) runtime."""
+
+import numpy as np
+import pytest
+from runtime_helpers import close, make_trainer, run_steps, saved_rows
+
+from scar.algorithms.sparse_lr import CriteoSynthConfig, SparseLR, SparseLRParams, criteo_synth
+from scar.errors import StoreError
+from scar.experiments.models import build
+from scar.runtime.local import LocalCluster
+
+SYNTH = {"examples": 3000, "hash_bits": 10, "fields": 8}
+
+
+def reference(alg, n):
+    tables = alg.start()
+    out = [alg.objective(tables)]
+    for it in range(1, n + 1):
+        alg.step(tables, it)
+        out.append(alg.objective(tables))
+    return np.array(out), tables
+
+
+def test_one_worker_reproduces_mlr_step_exactly(tmp_path):
+    t = make_trainer(LocalCluster(), tmp_path, workers=1, iterations=15)
+    run_steps(t, 15)
+    ref, tables = reference(build("mlr", "digits", "gd", {}, 0), 15)
+    got = np.array([f for _, f in t.trajectory])
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(t.tables["weights"], tables["weights"])
+    close(t)
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "sgd"])
+def test_three_workers_match_mlr_step_to_float_tolerance(tmp_path, optimizer):
+    t = make_trainer(LocalCluster(), tmp_path, workers=3, optimizer=optimizer, iterations=20)
+    run_steps(t, 20)
+    ref, _ = reference(build("mlr", "digits", optimizer, {}, 0), 20)
+    got = np.array([f for _, f in t.trajectory])
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    assert got[-1] < 0.6 * got[0]
+    close(t)
+
+
+def test_sparse_lr_split_matches_its_step_and_learns(tmp_path):
+    t = make_trainer(
+        LocalCluster(),
+        tmp_path,
+        model="sparse-lr",
+        dataset="criteo-synth",
+        workers=3,
+        shards=3,
+        synth=SYNTH,
+        hyper={"batch_size": 256},
+        iterations=30,
+    )
+    run_steps(t, 30)
+    alg = SparseLR(criteo_synth(CriteoSynthConfig(**SYNTH, seed=0)), SparseLRParams(batch_size=256))
+    ref, _ = reference(alg, 30)
+    got = np.array([f for _, f in t.trajectory])
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    assert got[-1] < got[0] - 0.01
+    close(t)
+
+
+def test_criteo_synth_is_deterministic_and_shaped_by_its_flags():
+    a = criteo_synth(CriteoSynthConfig(examples=500, fields=5, hash_bits=8, seed=3))
+    b = criteo_synth(CriteoSynthConfig(examples=500, fields=5, hash_bits=8, seed=3))
+    c = criteo_synth(CriteoSynthConfig(examples=500, fields=5, hash_bits=8, seed=4))
+    assert a.idx.shape == (500, 5) and a.n_buckets == 256 and a.idx.max() < 256
+    np.testing.assert_array_equal(a.idx, b.idx)
+    np.testing.assert_array_equal(a.y, b.y)
+    assert not np.array_equal(a.idx, c.idx)
+    assert 0.05 < a.y.mean() < 0.5  # a click rate, well below one half
+
+
+def test_partial_recovery_keeps_survivors_and_restores_the_lost_shard(tmp_path):
+    t = make_trainer(LocalCluster(), tmp_path, checkpoint="priority", fraction=0.25, period=8)
+    run_steps(t, 13)
+    before = t.tables["weights"].copy()
+    t.kill([2])
+    after = t.refresh()["weights"]
+    rows = t.layout.rows(2)["weights"]
+    survivors = np.setdiff1d(np.arange(before.shape[0]), rows)
+    np.testing.assert_array_equal(after[survivors], before[survivors])
+    np.testing.assert_array_equal(after[rows], saved_rows(t.cfg.store, 2))
+    f = t.failures[0]
+    assert (f.iteration, f.shards, f.resume_iteration) == (13, [2], 13)
+    assert f.rows_restored == len(rows) and f.bytes_restored == after[rows].nbytes
+    assert f.perturbation_norm == pytest.approx(
+        np.linalg.norm(after[rows] - before[rows]), rel=1e-5
+    )
+    assert t.iteration == 13
+    close(t)
+
+
+def test_full_recovery_rolls_everything_back_to_the_checkpoint(tmp_path):
+    t = make_trainer(LocalCluster(), tmp_path, checkpoint="full", period=5, recovery="full")
+    run_steps(t, 10)
+    at10 = t.tables["weights"].copy()
+    run_steps(t, 3)
+    t.kill([0, 3])
+    np.testing.assert_array_equal(t.refresh()["weights"], at10)
+    assert t.iteration == 10 and t.failures[0].resume_iteration == 10
+    run_steps(t, 3)  # the re-done iterations give the same numbers (deterministic GD)
+    assert [i for i, _ in t.trajectory][-6:] == [11, 12, 13, 11, 12, 13]
+    objs = dict(
+        zip([i for i, _ in t.trajectory][:14], [f for _, f in t.trajectory][:14], strict=True)
+    )
+    assert t.trajectory[-1][1] == objs[13]
+    close(t)
+
+
+def test_an_unwritable_store_ends_the_run_with_a_store_error(tmp_path):
+    t = make_trainer(LocalCluster(), tmp_path, checkpoint="full", period=2, async_writes=False)
+    run_steps(t, 2)
+    data = tmp_path / "store" / "shard-1" / "data"
+    for f in data.iterdir():
+        f.unlink()
+    data.rmdir()
+    data.write_text("not a directory")
+    with pytest.raises(StoreError):
+        run_steps(t, 4)
+    close(t)
