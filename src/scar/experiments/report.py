@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -378,69 +379,65 @@ def _headline_section(rows, has_fig) -> list[str]:
     return lines + [""]
 
 
-def _recovery_section(docs, has_fig) -> list[str]:
-    groups = _by(docs, "recovery")
-    if not groups:
+def _grid(cells: list[dict], row: Callable[[dict], Any], col: Callable[[dict], str]):
+    """Result documents arranged as {row key: {column key: document}}."""
+    out: dict[Any, dict[str, dict]] = defaultdict(dict)
+    for c in cells:
+        out[row(c)][col(c)] = c
+    return out
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]], figure: str | None) -> list[str]:
+    """A report section: a heading, a Markdown table and, when made, its figure."""
+    if not rows:
         return []
-    lines = [
-        "## Partial vs full recovery (full checkpoints every C)",
-        "",
-        "| model | dataset | lost | full recovery | partial recovery |",
-        "|---|---|---|---|---|",
-    ]
-    for model, cells in sorted(groups.items()):
-        by_k: dict[int, dict[str, dict]] = defaultdict(dict)
-        for c in cells:
-            by_k[c["config"]["lost_shards"]][c["config"]["recovery"]] = c
-        for k in sorted(by_k):
-            pair = by_k[k]
-            if {"full", "partial"} <= set(pair):
-                lines.append(
-                    f"| {model.upper()} | {pair['full']['config']['dataset']} | {k}/8 | "
-                    f"{_fmt(pair['full']['summary'])} | {_fmt(pair['partial']['summary'])} |"
-                )
-    if has_fig:
-        lines += ["", "![partial vs full](figures/partial_vs_full.png)"]
+    lines = [f"## {title}", "", "| " + " | ".join(columns) + " |"]
+    lines.append("|" + "---|" * len(columns))
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if figure:
+        lines += ["", figure]
     return lines + [""]
+
+
+def _recovery_section(docs, has_fig) -> list[str]:
+    rows = []
+    for model, cells in sorted(_by(docs, "recovery").items()):
+        grid = _grid(cells, lambda c: c["config"]["lost_shards"], lambda c: c["config"]["recovery"])
+        for k, pair in sorted(grid.items()):
+            if {"full", "partial"} <= set(pair):
+                rows.append(
+                    [model.upper(), pair["full"]["config"]["dataset"], f"{k}/8"]
+                    + [_fmt(pair[m]["summary"]) for m in ("full", "partial")]
+                )
+    return _table(
+        "Partial vs full recovery (full checkpoints every C)",
+        ["model", "dataset", "lost", "full recovery", "partial recovery"],
+        rows,
+        has_fig and "![partial vs full](figures/partial_vs_full.png)",
+    )
 
 
 def _policy_section(docs, has_fig) -> list[str]:
-    groups = _by(docs, "policy")
-    if not groups:
-        return []
-    lines = [
-        "## Priority vs round-robin vs random at equal cost (partial recovery)",
-        "",
-        "| model | dataset | r | priority | round-robin | random |",
-        "|---|---|---|---|---|---|",
-    ]
-    for model, cells in sorted(groups.items()):
-        by_r: dict[float, dict[str, dict]] = defaultdict(dict)
-        full = None
-        for c in cells:
-            if c["config"]["checkpoint"] == "full":
-                full = c
-            else:
-                by_r[c["config"]["fraction"]][c["config"]["checkpoint"]] = c
-        for r in sorted(by_r, reverse=True):
-            row = by_r[r]
-            cols = [
-                _fmt(row[p]["summary"]) if p in row else "—"
-                for p in ("priority", "round-robin", "random")
-            ]
-            lines.append(
-                f"| {model.upper()} | {cells[0]['config']['dataset']} | 1/{round(1 / r)} | "
-                + " | ".join(cols)
-                + " |"
+    rows = []
+    policies = ("priority", "round-robin", "random")
+    for model, cells in sorted(_by(docs, "policy").items()):
+        lead = [model.upper(), cells[0]["config"]["dataset"]]
+        grid = _grid(cells, lambda c: c["config"]["fraction"], lambda c: c["config"]["checkpoint"])
+        full = grid.pop(None, {}).get("full")
+        for r, row in sorted(grid.items(), reverse=True):
+            rows.append(
+                lead
+                + [f"1/{round(1 / r)}"]
+                + [_fmt(row[p]["summary"]) if p in row else "—" for p in policies]
             )
         if full:
-            lines.append(
-                f"| {model.upper()} | {cells[0]['config']['dataset']} | full (every C) | "
-                f"{_fmt(full['summary'])} | | |"
-            )
-    if has_fig:
-        lines += ["", "![policies](figures/policies.png)"]
-    return lines + [""]
+            rows.append(lead + ["full (every C)", _fmt(full["summary"]), "", ""])
+    return _table(
+        "Priority vs round-robin vs random at equal cost (partial recovery)",
+        ["model", "dataset", "r", *policies],
+        rows,
+        has_fig and "![policies](figures/policies.png)",
+    )
 
 
 def _bound_section(docs, has_fig) -> list[str]:
