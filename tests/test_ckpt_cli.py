@@ -196,3 +196,17 @@ def test_trial_stores_on_every_backend(url):
         import os
 
         assert sorted(os.listdir(url)) == ["trial-5", "trial-6"]
+
+
+def test_unlock_of_a_local_store_held_by_a_running_writer(tmp_path, capsys):
+    url = str(tmp_path / "s")
+    writer = DurableStore(url)
+    code, out, err = scar(capsys, "ckpt", "unlock", url)
+    assert code == 2
+    one_error_line(err, "is locked by a running writer (pid ")
+    assert "released by the kernel when its writer exits" in err
+    with pytest.raises(Exception, match="in use by pid"):
+        DurableStore(url)  # still locked: unlock removed nothing
+    writer.close()
+    code, out, _ = scar(capsys, "ckpt", "unlock", url)
+    assert code == 0 and out.strip() == f"{url}: not locked"

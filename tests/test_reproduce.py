@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,8 +86,9 @@ def test_headline_numbers_in_the_report_match_the_json(run):
 
 def test_a_killed_run_resumes_without_redoing_finished_cells(tmp_path):
     out = tmp_path / "rep"
+    two_workers = [a if a != "1" else "2" for a in ARGS]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scar.cli", *ARGS, "--out", str(out)],
+        [sys.executable, "-m", "scar.cli", *two_workers, "--out", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -94,8 +96,14 @@ def test_a_killed_run_resumes_without_redoing_finished_cells(tmp_path):
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(results.glob("*.json"))) < 4:
         time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert workers, "the run has worker processes"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "workers outlived their killed parent"
     before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
     assert 4 <= len(before) < 24, "the run was not interrupted part-way"
     r = scar(*ARGS, "--out", str(out))
@@ -108,6 +116,27 @@ def test_a_killed_run_resumes_without_redoing_finished_cells(tmp_path):
     r = scar(*ARGS, "--out", str(out))
     assert r.returncode == 0
     assert {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")} == after
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The durable store on every backend (local directory, memory://, s3:// on moto's server):
-the store contract of the in-memory store, persistence, locking, async writes, compaction,
-retention, clean-up, compression, partial reads, and clear errors."""
+locking, async writes, compaction, retention, clean-up, compression, partial reads, fallback,
+and clear errors (the store contract shared with the in-memory store: test_store_contract.py)."""
 
 import warnings
 
@@ -24,14 +24,6 @@ def url(request, tmp_path):
     if request.param == "s3":
         request.getfixturevalue("s3_server")
     return new_url(request.param, tmp_path)
-
-
-@pytest.fixture
-def store(url):
-    s = DurableStore(url)
-    s.open(SPECS)
-    yield s
-    s.close()
 
 
 def random_saves(rng, n_versions, specs, partial_only=False):
@@ -61,84 +53,7 @@ def same_as(store, ref, specs):
         np.testing.assert_array_equal(aux[k], aux_ref[k])
 
 
-# -- the contract of the in-memory store, then the same after reopening ----------------------
-def test_latest_value_per_row_across_full_and_partial_versions(store, url):
-    a0 = np.arange(30, dtype=np.float32).reshape(10, 3)
-    store.save(0, {"a": (None, a0), "b": (None, np.zeros((4, 2)))})
-    store.save(5, {"a": (np.array([2, 7]), np.full((2, 3), -1, np.float32)), "b": (np.array([1]), np.ones((1, 2)))})  # fmt: skip
-    store.save(9, {"a": (np.array([7]), np.full((1, 3), -2, np.float32)), "b": (np.array([], np.int64), np.zeros((0, 2)))})  # fmt: skip
-    want = a0.copy()
-    want[2], want[7] = -1, -2
-    store.close()
-    for s in (store, DurableStore(url, readonly=True)):
-        np.testing.assert_array_equal(s.read_rows("a"), want)
-        assert s.saved_iteration("a").tolist() == [0, 0, 5, 0, 0, 0, 0, 9, 0, 0]
-        np.testing.assert_array_equal(s.read_rows("a", np.array([7, 2])), want[[7, 2]])
-        assert s.read_rows("b")[1].tolist() == [1, 1]
-        v = s.versions()
-        assert [x.iteration for x in v] == [0, 5, 9]
-        assert [x.complete for x in v] == [True, False, False]
-        assert s.latest().iteration == 9
-
-
-@pytest.mark.parametrize("async_writes", [False, True])
-def test_save_copies_its_input(url, async_writes):
-    with DurableStore(url, async_writes=async_writes) as s:
-        s.open(SPECS)
-        a = np.ones((10, 3), np.float32)
-        ids, part = np.array([1, 2]), np.full((2, 3), 7, np.float32)
-        s.save(0, {"a": (None, a), "b": (None, np.zeros((4, 2)))})
-        s.save(1, {"a": (ids, part)})
-        a[:] = 5
-        ids[:] = 9
-        part[:] = 8
-        got = s.read_rows("a")
-    assert (got[[0, *range(3, 10)]] == 1).all() and (got[1:3] == 7).all()
-
-
-def test_aux_arrays_come_back_with_their_iteration(store):
-    store.save(3, {"a": (None, np.zeros((10, 3), np.float32))}, aux={"cursor": np.array([42])})
-    store.save(4, {"a": (np.array([1]), np.ones((1, 3), np.float32))})
-    it, aux = store.read_aux()
-    assert it == 3 and aux["cursor"].tolist() == [42]
-    with pytest.raises(StoreError, match="plain numbers"):
-        store.save(5, {"a": (np.array([1]), np.ones((1, 3), np.float32))}, aux={"o": np.array([None])})  # fmt: skip
-
-
-def test_rejects_wrong_shapes_and_tables(store):
-    with pytest.raises(StoreError, match="shape"):
-        store.save(0, {"a": (None, np.zeros((9, 3), np.float32))})
-    with pytest.raises(StoreError, match="not in this store"):
-        store.save(0, {"c": (None, np.zeros((1, 1)))})
-    with pytest.raises(StoreError, match="out of range"):
-        store.save(0, {"a": (np.array([10]), np.zeros((1, 3), np.float32))})
-
-
-def test_unsorted_and_repeated_row_ids_behave_like_the_memory_store(store):
-    ref = MemoryStore()
-    ref.open(SPECS)
-    ids = np.array([5, 1, 5, 3])
-    vals = np.arange(12, dtype=np.float32).reshape(4, 3)
-    for s in (store, ref):
-        s.save(0, {"a": (None, np.zeros((10, 3), np.float32)), "b": (None, np.zeros((4, 2)))})
-        s.save(1, {"a": (ids, vals)})
-    np.testing.assert_array_equal(store.read_rows("a"), ref.read_rows("a"))
-    np.testing.assert_array_equal(store.read_rows("a", ids), ref.read_rows("a", ids))
-
-
-def test_reopening_with_a_different_shape_is_an_error(url):
-    with DurableStore(url) as s:
-        s.open(SPECS)
-        s.save(0, {"a": (None, np.zeros((10, 3), np.float32)), "b": (None, np.zeros((4, 2)))})
-    with DurableStore(url) as s:
-        with pytest.raises(
-            StoreError, match=r"holds tables a\(10, 3\):float32.*model has a\(11, 3\)"
-        ):
-            s.open([TableSpec("a", 11, 3), TableSpec("b", 4, 2, "float64")])
-        s.open(SPECS)  # the same tables: fine, and the saved rows are there
-        assert s.saved_iteration("a").tolist() == [0] * 10
-
-
+# -- the store contract itself is in test_store_contract.py (every store, every backend) -----
 def test_one_writer_at_a_time(url):
     first = DurableStore(url)
     with pytest.raises(StoreError, match="in use by pid .*one writer at a time"):
@@ -350,6 +265,7 @@ def test_an_unwritable_path_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("kind", ["memory", "s3"])
 def test_a_dead_writers_lock_is_recovered(request, tmp_path, kind, capsys):
     import json
+    import os
     import socket
     import subprocess
     import sys
@@ -367,6 +283,10 @@ def test_a_dead_writers_lock_is_recovered(request, tmp_path, kind, capsys):
     dead = {"host": socket.gethostname(), "pid": int(gone.stdout), "since": 0, "token": "t"}
     b.fs.pipe_file(b._p("LOCK"), json.dumps(dead).encode())
     DurableStore(url).close()  # a dead pid on this host: broken automatically
+    taken = {**dead, "pid": os.getpid(), "token": "new"}  # another writer broke it first
+    b.fs.pipe_file(b._p("LOCK"), json.dumps(taken).encode())
+    assert b.break_lock(expected=dead) is None and b.lock_owner() == taken  # left alone
+    b.fs.pipe_file(b._p("LOCK"), json.dumps(dead).encode())
     elsewhere = {**dead, "host": "another-host", "pid": 1}
     b.fs.pipe_file(b._p("LOCK"), json.dumps(elsewhere).encode())
     with pytest.raises(StoreError, match="pid 1 on another-host.*scar ckpt unlock"):
@@ -375,3 +295,118 @@ def test_a_dead_writers_lock_is_recovered(request, tmp_path, kind, capsys):
         main(["ckpt", "unlock", url])
     assert e.value.code == 0 and "lock removed" in capsys.readouterr().out
     DurableStore(url).close()
+
+
+def test_a_crafted_aux_shape_is_refused_not_a_traceback(url):
+    """A manifest with a valid checksum but an aux shape whose size wraps around int64."""
+    from dataclasses import replace
+
+    from scar.store.format import AuxArray, encode_manifest
+
+    with DurableStore(url) as s:
+        s.open(SPECS)
+        s.save(0, {"a": (None, np.zeros((10, 3), np.float32))}, aux={"c": np.array([1, 2])})
+        m, b = s._view, s.backend
+    huge = AuxArray("c", "<i8", (2**40, 2**40))
+    evil = replace(m, aux=replace(m.aux, nbytes=0, crc="00000000", arrays=(huge,)))
+    b.delete([f"manifests/{manifest_name(0)}"])
+    b.commit(f"manifests/{manifest_name(0)}", encode_manifest(evil))
+    r = DurableStore(url, readonly=True)
+    with pytest.raises(CorruptCheckpointError, match="aux arrays are implausibly large"):
+        r.read_aux()
+
+
+def test_zstd_is_tried_on_a_sample_before_a_whole_segment(url, monkeypatch):
+    from scar.store import codec
+
+    real = codec._zstd()
+    compressed = []
+
+    class Counting:
+        def __init__(self, level):
+            self.z = real.ZstdCompressor(level=level)
+
+        def compress(self, data):
+            compressed.append(memoryview(data).nbytes)
+            return self.z.compress(data)
+
+    monkeypatch.setattr(codec, "_zstd", lambda: type("Z", (), {"ZstdCompressor": Counting, "ZstdDecompressor": real.ZstdDecompressor}))  # fmt: skip
+    noise = np.random.default_rng(0).integers(0, 2**32, (1024, 256), dtype=np.uint32)
+    noise = noise.view(np.float32)  # random bits: incompressible
+    zeros = np.zeros((1024, 256), np.float32)
+    with DurableStore(url, compression="zstd") as s:
+        s.open([TableSpec("noise", 1024, 256), TableSpec("zeros", 1024, 256)])
+        s.save(0, {"noise": (None, noise)})
+        assert [seg.codec for seg in s._view.segments] == ["raw"]
+        assert sum(compressed) <= 4 * codec.PROBE  # the sample only, not the 1 MB segment
+        s.save(1, {"zeros": (None, zeros)})
+        assert {seg.codec for seg in s._view.segments} == {"raw", "zstd"}
+    r = DurableStore(url, readonly=True)
+    np.testing.assert_array_equal(r.read_rows("noise"), noise)
+    np.testing.assert_array_equal(r.read_rows("zeros"), zeros)
+
+
+def test_creating_a_store_flushes_its_new_directories(tmp_path, monkeypatch):
+    """After a power cut, a new store's folders must still be there: their parents' entries are
+    fsynced when they are created (and every commit fsyncs the folders it writes to)."""
+    import os
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc to name fsynced files")
+    synced, real = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))  # fmt: skip
+    root = tmp_path / "new" / "store"
+    with DurableStore(str(root)) as s:
+        assert {str(tmp_path), str(tmp_path / "new"), str(root)} <= set(synced)
+        s.open(SPECS)
+        synced.clear()
+        s.save(0, {"a": (None, np.zeros((10, 3), np.float32))})
+    assert {str(root / "data"), str(root / "manifests"), str(root / "data" / "v0000000000.t0.c0000.seg")} <= set(synced)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["memory", "s3"])
+def test_a_retried_commit_that_had_succeeded_is_not_another_writers(request, tmp_path, kind):
+    """An object store put retried after a lost reply finds its own manifest: not an error
+    (else the version would look uncommitted and every later save would fail on it)."""
+    if kind == "s3":
+        request.getfixturevalue("s3_server")
+    url = new_url(kind, tmp_path)
+    with DurableStore(url) as s:
+        s.open(SPECS)
+        s.save(0, {"a": (None, np.zeros((10, 3), np.float32))})
+        b, rel = s.backend, f"manifests/{manifest_name(0)}"
+        mine = b.read(rel)
+        b.commit(rel, mine)  # the retry: same bytes
+        with pytest.raises(StoreError, match="exists: another writer committed it"):
+            b.commit(rel, mine + b" ")
+
+
+def test_snapshot_buffers_of_different_sizes_are_recycled_by_identity():
+    """Async saves of different sizes (a full save, then priority saves) reuse pooled buffers;
+    taking one that is not first in the pool must not compare arrays element-wise."""
+    from scar.store.writer import SnapshotPool
+
+    pool = SnapshotPool(keep=2)
+    pool.give([np.empty(4 * 2**20 + 4, np.uint8), np.empty(2**20, np.uint8)])
+    a = np.arange(2**18, dtype=np.float32)
+    copy, buf = pool.copy(a)
+    assert buf is not None and buf.nbytes == 2**20 and (copy == a).all()
+    pool.give([buf, np.empty(3 * 2**20, np.uint8)])  # three buffers, keep 2: smallest goes
+    big, buf2 = pool.copy(np.ones(2**20, np.float32))  # 4 MB fits the 4 MB + 4 buffer
+    assert buf2.nbytes == 4 * 2**20 + 4 and (big == 1).all()
+
+
+def test_async_saves_of_large_changing_row_sets_store_every_value(tmp_path):
+    spec = [TableSpec("w", 2**18, 1)]
+    rng = np.random.default_rng(3)
+    ref = MemoryStore()
+    ref.open(spec)
+    with DurableStore(str(tmp_path / "s"), async_writes=True) as s:
+        s.open(spec)
+        for it, n in enumerate([2**18, 2**15, 2**17, 2**15, 2**16], start=1):
+            ids = None if n == 2**18 else np.sort(rng.choice(2**18, n, replace=False))
+            vals = rng.standard_normal((n, 1)).astype(np.float32)
+            s.save(it, {"w": (ids, vals)})
+            ref.save(it, {"w": (ids, vals)})
+        s.wait()
+        assert np.array_equal(s.read_rows("w"), ref.read_rows("w"))

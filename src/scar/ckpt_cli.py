@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import click
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .store import CheckpointWarning, DurableStore
 from .store.backends import backend_for
 
@@ -194,8 +194,21 @@ def restore(url: str, version: int | None, output: str, iterations: bool) -> Non
 def unlock(url: str) -> None:
     """Remove the writer lock of a dead writer (object stores; a local lock frees itself)."""
     store = _open(url)
+    if store.backend.local:
+        owner = store.backend.lock_owner()
+        if owner is not None:  # a live process holds the flock: nothing a file removal frees
+            raise StoreError(
+                f"{url} is locked by a running writer ({_owner(owner)}); a local lock is "
+                "released by the kernel when its writer exits: stop that process"
+            )
+        click.echo(f"{url}: not locked")
+        return
     owner = store.backend.break_lock()
-    click.echo(f"{url}: lock removed (was {owner})" if owner else f"{url}: not locked")
+    click.echo(f"{url}: lock removed (was {_owner(owner)})" if owner else f"{url}: not locked")
+
+
+def _owner(owner: dict) -> str:
+    return f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another writer"
 
 
 # -- the stores of `scar experiment --store` --------------------------------------------------

@@ -288,6 +288,20 @@ def run_suite(
     return todo
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: leave as soon as the parent is gone (killed by SIGTERM or SIGKILL,
+    it cannot shut its pool down), instead of computing on for nobody."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="scar-parent-watch").start()
+
+
 def _prepare_key(task: Task) -> str:
     """What a task's worker must compute before its trials: the algorithm, its optimum and its
     clean run (``cell.prepare``, cached per process)."""
@@ -314,7 +328,12 @@ def _run_lanes(
     the most tasks left): MNIST's optimum and clean run, or a long MF run, are then computed
     once, not once per worker."""
     ctx = get_context("spawn")
-    lanes = [ProcessPoolExecutor(max_workers=1, mp_context=ctx) for _ in range(jobs)]
+    lanes = [
+        ProcessPoolExecutor(
+            max_workers=1, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
+        )
+        for _ in range(jobs)
+    ]
     prepared: list[set[str]] = [set() for _ in lanes]
     pending = list(groups)
     running: dict[Future, tuple[int, list[Task]]] = {}

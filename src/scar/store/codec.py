@@ -15,6 +15,7 @@ from .format import Aux, AuxArray, Segment, Table, checksum, corrupt
 
 ZSTD_LEVEL = 1
 PAYS = 0.9  # compress a segment only if that saves at least 10 %
+PROBE = 1 << 16  # a segment over 8 of these is compressed only if 4 samples of this size pay
 
 
 def _zstd():
@@ -28,6 +29,19 @@ def _shuffle(values: np.ndarray) -> np.ndarray:
     far better: exponents and high mantissa bytes repeat)."""
     s = values.dtype.itemsize
     return np.ascontiguousarray(values.reshape(-1).view(np.uint8).reshape(-1, s).T)
+
+
+def _worth_trying(vals: np.ndarray) -> bool:
+    """Whether zstd may pay on these values: compressing 4 samples spread over a large segment
+    costs ~1 % of compressing it all (random floats are incompressible: it never pays)."""
+    flat = vals.reshape(-1)
+    if flat.nbytes <= 8 * PROBE:
+        return True
+    m = PROBE // flat.itemsize
+    starts = np.linspace(0, flat.size - m, 4).astype(np.int64)
+    sample = np.concatenate([flat[s : s + m] for s in starts])
+    z = _zstd().ZstdCompressor(level=ZSTD_LEVEL).compress(_shuffle(sample))
+    return len(z) <= PAYS * sample.nbytes
 
 
 def _unshuffle(raw: bytes, dtype: np.dtype) -> np.ndarray:
@@ -59,7 +73,7 @@ def build_segment(
     raw_index = [memoryview(a).cast("B") for a in index]
     raw_values = memoryview(vals.reshape(-1)).cast("B") if vals.size else memoryview(b"")
     index_bufs, values_bufs, used = raw_index, [raw_values], "raw"
-    if codec == "zstd" and vals.size:
+    if codec == "zstd" and vals.size and _worth_trying(vals):
         z = _zstd().ZstdCompressor(level=ZSTD_LEVEL)
         zi = z.compress(b"".join(raw_index)) if raw_index else b""
         zv = z.compress(_shuffle(vals))
@@ -174,7 +188,9 @@ def decode_aux(data: bytes, aux: Aux) -> dict[str, np.ndarray]:
     out, off = {}, 0
     for a in aux.arrays:
         out[a.name] = (
-            np.frombuffer(raw, np.dtype(a.dtype), count=int(np.prod(a.shape)), offset=off)
+            np.frombuffer(
+                raw, np.dtype(a.dtype), count=a.nbytes // np.dtype(a.dtype).itemsize, offset=off
+            )
             .reshape(a.shape)
             .copy()
         )

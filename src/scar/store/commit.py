@@ -17,10 +17,12 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from ..errors import CorruptCheckpointError
+from .backends import Deferred
 from .codec import build_aux, build_segment
 from .format import DATA_DIR, MANIFEST_DIR, Manifest, data_prefix, encode_manifest, manifest_name
 from .reading import CheckpointWarning
@@ -44,41 +46,55 @@ class Committing:
     def _write(self, job: Job) -> None:
         live = self._index() if self._view is not None else self._live
         d = data_prefix(job.version)
-        files, updates = [], []
+        files, pieces, built = [], [], {}
+
+        def deferred(path: str, nbytes: int, build) -> Deferred:
+            """The file's bytes and manifest entry are built (checksum, compression) when the
+            backend writes it, so one file is checksummed while another is written."""
+
+            def run() -> list:
+                built[path], bufs = build()
+                return bufs
+
+            return Deferred(nbytes, run)
+
         for t, ids, values in job.tables:
             table = self._tables[t]
-            b = np.asarray(table.chunks)
-            cuts = b if ids is None else np.searchsorted(ids, b)
-            for c in range(len(b) - 1):
-                lo, hi = int(cuts[c]), int(cuts[c + 1])
-                if lo == hi:
-                    continue
+            for c, lo, hi in table.by_chunk(ids):
                 cids = None if ids is None or hi - lo == table.chunk_rows(c) else ids[lo:hi]
                 cvals, iters = values[lo:hi], None
                 if cids is not None and live.live_segments(t, c) + 1 > self.compact_after:
                     merged = self._merge(t, c, cids, cvals, job.iteration)
                     if merged is not None:
                         cids, cvals, iters = merged
-                seg, bufs = build_segment(
-                    f"{d}.t{t}.c{c:04d}.seg", t, c, table, job.version, job.iteration,
+                path = f"{d}.t{t}.c{c:04d}.seg"
+                build = partial(
+                    build_segment, path, t, c, table, job.version, job.iteration,
                     cids, iters, cvals, self.compression,
                 )  # fmt: skip
-                files.append((seg.path, bufs))
-                updates.append((seg, cids, iters))
+                files.append((path, deferred(path, cvals.nbytes, build)))
+                pieces.append((path, cids, iters))
         aux = self._view.aux if self._view is not None else None
         if job.aux is not None:
             path = f"{d}.aux" if job.aux else ""  # no arrays: nothing to write
             aux, bufs = build_aux(path, job.version, job.iteration, job.aux, self.compression)
             if path:
                 files.append((aux.path, bufs))
-        written = sum(s.nbytes for s, _, _ in updates) + (aux.nbytes if job.aux is not None else 0)
-        m = Manifest(
-            job.version, job.iteration, job.complete, job.rows, job.value_bytes, written,
-            time.time(), self._tables, tuple(live.preview(updates)), aux,
-        )  # fmt: skip
-        self.backend.publish(
-            files, f"{MANIFEST_DIR}/{manifest_name(job.version)}", encode_manifest(m)
-        )
+        updates = []
+
+        def manifest() -> bytes:  # once every file is written
+            updates.extend((built[p], cids, iters) for p, cids, iters in pieces)
+            written = sum(s.nbytes for s, _, _ in updates)
+            written += aux.nbytes if job.aux is not None else 0
+            m = Manifest(
+                job.version, job.iteration, job.complete, job.rows, job.value_bytes, written,
+                time.time(), self._tables, tuple(live.preview(updates)), aux,
+            )  # fmt: skip
+            built[None] = m
+            return encode_manifest(m)
+
+        self.backend.publish(files, f"{MANIFEST_DIR}/{manifest_name(job.version)}", manifest)
+        m = built[None]
         live.apply(updates)
         self._live = live
         self._manifests[job.version] = m

@@ -22,7 +22,9 @@ raw bytes whose dtype and shape come from the (validated) manifest.
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +110,16 @@ class Table:
     def chunk_rows(self, c: int) -> int:
         return self.chunks[c + 1] - self.chunks[c]
 
+    def by_chunk(self, ids: np.ndarray | None) -> Iterator[tuple[int, int, int]]:
+        """``(chunk, start, end)`` for every chunk holding some of the sorted rows ``ids``
+        (None: every row): ``ids[start:end]`` are the rows that fall in that chunk."""
+        b = np.asarray(self.chunks)
+        cuts = b if ids is None else np.searchsorted(ids, b)
+        for c in range(len(b) - 1):
+            start, end = int(cuts[c]), int(cuts[c + 1])
+            if start < end:
+                yield c, start, end
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -140,8 +152,8 @@ class AuxArray:
     shape: tuple[int, ...]
 
     @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+    def nbytes(self) -> int:  # exact (Python ints): a crafted shape must not wrap around to 0
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,11 @@ class MemoryStore(CheckpointStore):
         if not self.specs:
             raise StoreError("store is not open: call open(specs) first")
         rows = self._check_rows(rows)
+        if aux is not None:
+            aux = {k: np.array(v, copy=True) for k, v in aux.items()}
+            bad = [k for k, v in aux.items() if v.dtype.kind not in "biufc"]
+            if bad:
+                raise StoreError(f"aux arrays {bad} are not plain numbers (no objects are stored)")
         n_rows = value_bytes = stored = 0
         complete = set(rows) == set(self.specs)
         for name, (ids, values) in rows.items():
@@ -52,16 +57,19 @@ class MemoryStore(CheckpointStore):
                 self._values[name][...] = values
                 self._saved_at[name][...] = iteration
             else:
+                # Repeated ids: the last one wins, and counts once (as in the durable store).
+                last = len(ids) - 1 - np.unique(ids[::-1], return_index=True)[1]
+                ids, values = ids[last], values[last]
                 self._values[name][ids] = values
                 self._saved_at[name][ids] = iteration
-                complete = complete and len(np.unique(ids)) == self.specs[name].n_rows
+                complete = complete and len(ids) == self.specs[name].n_rows
                 stored += ids.size * 8
             n_rows += values.shape[0]
             value_bytes += values.nbytes
         stored += value_bytes
         if aux is not None:
-            self._aux = (iteration, {k: np.array(v, copy=True) for k, v in aux.items()})
-            stored += sum(np.asarray(v).nbytes for v in aux.values())
+            self._aux = (iteration, aux)
+            stored += sum(v.nbytes for v in aux.values())
         version = len(self._versions)
         self._versions.append(VersionInfo(version, iteration, complete, n_rows, stored))
         return SaveResult(version, iteration, n_rows, value_bytes, stored)

@@ -94,6 +94,12 @@ class Reading:
             raise StoreError(f"no committed checkpoint in {self.url}")
         return self._view
 
+    def _require_readable(self) -> None:
+        """Reads need a committed version, except on a writer's store that has none yet (and
+        no unreadable ones): like the in-memory store, it reads zeros saved at iteration -1."""
+        if self._view is None and not (self._live is not None and not self.problems):
+            self._require_view()
+
     def checkout(self, version: int) -> Manifest:
         """Read through ``version`` from now on (read-only stores)."""
         if not self.readonly:
@@ -155,7 +161,7 @@ class Reading:
         """Run a read; on a newly found bad file, record it and resolve again without it."""
         refreshed = False
         while True:
-            self._require_view()
+            self._require_readable()
             try:
                 return fn()
             except CorruptCheckpointError as e:
@@ -176,8 +182,8 @@ class Reading:
 
     def _aux(self) -> tuple[int, dict]:
         """Worker-side arrays of the view, or of the newest intact older aux file."""
-        view = self._require_view()
-        if view.aux is None:
+        view = self._view
+        if view is None or view.aux is None:
             return -1, {}
         if not view.aux.path:
             return view.aux.iteration, {}
@@ -215,12 +221,7 @@ class Reading:
             out[never] = 0
         if ids is None or n < 2 or (np.diff(ids) > 0).all():
             rest = []
-            b = np.asarray(table.chunks)
-            cuts = b if ids is None else np.searchsorted(ids, b)
-            for c in range(len(b) - 1):
-                p, q = int(cuts[c]), int(cuts[c + 1])
-                if q == p:
-                    continue
+            for c, p, q in table.by_chunk(ids):
                 seg = live.single_owner(t, c) if q - p == table.chunk_rows(c) else None
                 if (
                     seg is not None

@@ -38,10 +38,10 @@ class SnapshotPool:
             return np.array(a, copy=True, order="C"), None
         buf = None
         with self._lock:
-            fits = [b for b in self._free if a.nbytes <= b.nbytes <= 2 * a.nbytes]
+            # by position: list.remove would compare arrays element-wise, not by identity
+            fits = [i for i, b in enumerate(self._free) if a.nbytes <= b.nbytes <= 2 * a.nbytes]
             if fits:
-                buf = min(fits, key=lambda b: b.nbytes)
-                self._free.remove(buf)
+                buf = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes))
         if buf is None:
             buf = np.empty(a.nbytes, np.uint8)
         out = buf[: a.nbytes].view(a.dtype).reshape(a.shape)
@@ -54,7 +54,7 @@ class SnapshotPool:
                 if b is not None:
                     self._free.append(b)
             while len(self._free) > self._keep:
-                self._free.remove(min(self._free, key=lambda b: b.nbytes))
+                self._free.pop(min(range(len(self._free)), key=lambda i: self._free[i].nbytes))
 
 
 class BackgroundWriter:
