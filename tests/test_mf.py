@@ -3,6 +3,7 @@ partial recovery / priority checkpoints measured in the experiment cell."""
 
 import numpy as np
 import pytest
+from strategy_checks import partial_costs_less_than_full, priority_beats_the_others_at_equal_bytes
 
 from scar import datasets
 from scar.algorithms.mf_als import MF, MFParams
@@ -97,28 +98,12 @@ def test_full_rollback_costs_exactly_the_half_steps_since_the_checkpoint(fail_at
 
 
 def test_partial_recovery_costs_less_than_full_recovery(cells):
-    mean = {k: d["summary"]["rework_mean"] for k, d in cells.items()}
-    assert mean[("full", "partial")] < mean[("full", "full")], mean
-    assert mean[("priority", "partial")] < 0.5 * mean[("full", "full")], mean
-    for d in cells.values():
-        assert d["summary"]["censored"] == 0
+    partial_costs_less_than_full(cells)
 
 
 def test_priority_beats_round_robin_and_random_at_equal_bytes(cells):
-    mean = {k[0]: d["summary"]["rework_mean"] for k, d in cells.items() if k[1] == "partial"}
-    assert mean["priority"] < mean["round-robin"], mean
-    assert mean["priority"] < mean["random"], mean
-    full = cells[("full", "partial")]["trials"]
-    # one complete checkpoint: every user and item row (float64)
-    event = (943 + 1682) * 4 * 8
-    for (c, r), d in cells.items():
-        if r == "full":
-            continue  # a rollback re-does iterations without saving: fewer bytes per iteration
-        assert d["summary"]["trials"] >= 10
-        for t, f in zip(d["trials"], full, strict=True):
-            assert (t["fail_at"], t["lost_shards"]) == (f["fail_at"], f["lost_shards"])
-            tolerance = event / min(t["failed_iterations"], f["failed_iterations"])
-            assert abs(t["bytes_per_iteration"] - f["bytes_per_iteration"]) <= tolerance, c
+    event = (943 + 1682) * 4 * 8  # one complete checkpoint: every user and item row (float64)
+    priority_beats_the_others_at_equal_bytes(cells, event)
 
 
 def test_priority_leaves_the_smallest_perturbation(cells):

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from .cli_options import model_overrides
 from .errors import ConfigError, ScarError
 from .jsonio import write_json
 
@@ -118,10 +119,7 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     show_default=True,
     help="Cap on a failed run, in multiples of T_clean (capped trials are censored).",
 )
-@click.option("--sharding", default="range", show_default=True, help="Row layout: range or hash.")
-@click.option("--lr", type=float, default=None, help="Override the model's step size.")
-@click.option("--l2", type=float, default=None, help="Override the model's L2 regularisation.")
-@click.option("--batch-size", type=int, default=None, help="Override the SGD minibatch size.")
+@model_overrides
 @click.option("--output", "-o", required=True, help="Result file (JSON).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or table.")
 @click.option(

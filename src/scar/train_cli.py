@@ -6,7 +6,9 @@ from typing import Any
 
 import click
 
+from .cli_options import model_overrides
 from .errors import ConfigError
+from .runtime.config import TRAIN_MODELS
 
 
 @click.command()
@@ -15,11 +17,8 @@ from .errors import ConfigError
 @click.option(
     "--dataset",
     default=None,
-    help=(
-        "mlr: digits, mnist, covtype; mf: movielens-100k, movielens-small, jester; "
-        "lda: reuters, news-articles, 20newsgroups, rcv1; sparse-lr: criteo-synth "
-        "[default: the model's first]."
-    ),
+    help="; ".join(f"{m}: {', '.join(d)}" for m, d in TRAIN_MODELS.items())
+    + " [default: the model's first].",
 )
 @click.option(
     "--optimizer",
@@ -68,10 +67,7 @@ from .errors import ConfigError
     show_default=True,
     help="Seconds without an answer before a node counts as dead.",
 )
-@click.option("--sharding", default="range", show_default=True, help="Row layout: range or hash.")
-@click.option("--lr", type=float, default=None, help="Override the model's step size.")
-@click.option("--l2", type=float, default=None, help="Override the model's L2 regularisation.")
-@click.option("--batch-size", type=int, default=None, help="Override the minibatch size.")
+@model_overrides
 @click.option("--rank", type=int, default=None, help="mf: override the factor rank.")
 @click.option("--topics", type=int, default=None, help="lda: override the number of topics.")
 @click.option("--examples", type=int, default=None, help="criteo-synth: examples [100000].")

@@ -7,18 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..experiments.models import MODEL_DATASETS, MODEL_OPTIMIZERS
 from ..policies import POLICIES
 from ..recovery import RECOVERY_MODES
 from ..state import SHARDING_SCHEMES
 
 RUNTIMES = ("local", "ray")
-TRAIN_MODELS = {
-    "mlr": ("digits", "mnist", "covtype"),
-    "mf": ("movielens-100k", "movielens-small", "jester"),
-    "lda": ("reuters", "news-articles", "20newsgroups", "rcv1"),
-    "sparse-lr": ("criteo-synth",),
-}
-OPTIMIZERS = {"mlr": ("gd", "sgd"), "mf": ("als",), "lda": ("gibbs",), "sparse-lr": ("sgd",)}
+# the experiments' models and data sets, plus sparse LR on synthetic data (for scale)
+TRAIN_MODELS = {**MODEL_DATASETS, "sparse-lr": ("criteo-synth",)}
+OPTIMIZERS = {**MODEL_OPTIMIZERS, "sparse-lr": ("sgd",)}
 
 
 @dataclass
