@@ -43,6 +43,16 @@ def _by(docs: dict[str, dict], experiment: str) -> dict[str, list[dict]]:
     return out
 
 
+def _zero_line(ax) -> None:
+    """Start the rework axis at 0, unless some rework is negative (a stochastic run that reached
+    its target early): then show it, with a line at 0."""
+    low, high = ax.get_ylim()
+    if low >= 0:
+        ax.set_ylim(0, high)
+    else:
+        ax.axhline(0.0, color="0.5", lw=0.8)
+
+
 def _axes(n: int, width: float = 4.6, height: float = 3.6):
     import matplotlib
 
@@ -92,6 +102,9 @@ def figure_bound(docs: dict[str, dict], path: Path) -> bool:
             ax.plot(x, 1 + np.log1p(x) / math.log(1 / c), "k-", lw=1.5, label=f"bound, c = {c:.4f}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
         ax.set_xlabel("perturbation size ‖δ‖ / ‖x(T) − x*‖")
         ax.set_ylabel("rework (extra iterations; 0 drawn at 0.5)")
         ref = "x*" if c else "end of clean run"
@@ -134,7 +147,7 @@ def figure_recovery(docs: dict[str, dict], path: Path) -> bool:
         ax.set_xlabel("fraction of shards lost")
         ax.set_ylabel("rework (iterations), mean ± 95 % CI")
         ax.set_title(f"{model.upper()} / {sel[0]['config']['dataset']}")
-        ax.set_ylim(bottom=0)
+        _zero_line(ax)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     _save(fig, path)
@@ -181,7 +194,7 @@ def figure_policies(docs: dict[str, dict], path: Path) -> bool:
             f"{cells[0]['config']['lost_shards']} of 8 shards lost",
             fontsize=9,
         )
-        ax.set_ylim(bottom=0)
+        _zero_line(ax)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     _save(fig, path)
