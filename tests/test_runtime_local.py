@@ -7,7 +7,9 @@ from runtime_helpers import close, make_trainer, run_steps, saved_rows
 from scar.algorithms.sparse_lr import CriteoSynthConfig, SparseLR, SparseLRParams, criteo_synth
 from scar.errors import StoreError
 from scar.experiments.models import build
+from scar.policies import PriorityPolicy
 from scar.runtime.local import LocalCluster
+from scar.runtime.nodes import TrackedPriority
 
 SYNTH = {"examples": 3000, "hash_bits": 10, "fields": 8}
 
@@ -92,6 +94,44 @@ def test_partial_recovery_keeps_survivors_and_restores_the_lost_shard(tmp_path):
     )
     assert t.iteration == 13
     close(t)
+
+
+@pytest.mark.parametrize("recovery", ["partial", "full"])
+def test_shards_choose_the_priority_policys_rows_through_kills(tmp_path, monkeypatch, recovery):
+    """A shard's priority policy reads only the rows touched since their last save; it must
+    choose, at every save, the rows PriorityPolicy chooses over the whole table (sparse LR,
+    async saves on the shards' threads, a kill and a restore or rollback mid-run)."""
+    checked = []
+    tracked = TrackedPriority.select
+
+    def select(self, table, live, saved, iteration):
+        expected = PriorityPolicy.select(self, table, live, saved, iteration)
+        got = tracked(self, table, live, saved, iteration)
+        np.testing.assert_array_equal(got, expected)
+        checked.append(got.size)
+        return got
+
+    monkeypatch.setattr(TrackedPriority, "select", select)
+    t = make_trainer(
+        LocalCluster(),
+        tmp_path,
+        model="sparse-lr",
+        dataset="criteo-synth",
+        shards=2,
+        synth={"examples": 4000, "hash_bits": 12, "fields": 6},
+        hyper={"batch_size": 128},
+        checkpoint="priority",
+        fraction=0.125,
+        period=16,
+        recovery=recovery,
+        iterations=40,
+    )
+    run_steps(t, 21)
+    t.kill([1])
+    t.refresh()
+    run_steps(t, 40 - t.iteration)
+    close(t)
+    assert len(checked) >= 30  # both shards, every save
 
 
 def test_full_recovery_rolls_everything_back_to_the_checkpoint(tmp_path):

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from scar import select
-from scar.select import row_change_norms, select_top_changed, top_k
+from scar.policies import PriorityPolicy
+from scar.select import (
+    row_change_norms,
+    select_top_changed,
+    select_top_changed_among,
+    single_threaded,
+    top_k,
+    top_k_sparse,
+)
 
 SIZES = [1, 2, 17, 1000, 100_003]
 DTYPES = [np.float32, np.float64]
@@ -183,3 +191,88 @@ def test_select_top_changed():
     got = select_top_changed(live, saved, 1000)  # 300 ties at zero change: lowest ids
     unchanged = np.setdiff1d(np.arange(50_000), changed)[:300]
     np.testing.assert_array_equal(got, np.union1d(changed, unchanged))
+
+
+def _sparse_cases(rng, n):
+    """(scores at ids, ids): few/many ids, ties with the implicit zeros, NaN, small values."""
+    for frac in (0.0, 0.001, 0.05, 0.3, 0.9, 1.0):
+        ids = np.flatnonzero(rng.random(n) < frac)
+        yield rng.random(ids.size), ids
+        yield rng.integers(0, 3, ids.size).astype(np.float32), ids  # zeros among the ids
+        nan = rng.random(ids.size)
+        nan[rng.random(ids.size) < 0.1] = np.nan
+        yield nan, ids
+        yield np.full(ids.size, 1e-30), ids  # tiny but nonzero: above every implicit zero
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000, 70_001])
+def test_top_k_sparse_is_top_k_of_the_dense_vector(n):
+    rng = np.random.default_rng(n)
+    for scores, ids in _sparse_cases(rng, n):
+        dense = np.zeros(n, dtype=scores.dtype)
+        dense[ids] = scores
+        order = ranking(dense)
+        for k in ks_for(n):
+            got = top_k_sparse(scores, ids, k, n)
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, reference(dense, k, order), err_msg=f"k={k}")
+    signed = rng.standard_normal(50)  # negative scores: the zeros are not the smallest
+    ids = np.sort(rng.choice(n, size=min(50, n), replace=False))
+    dense = np.zeros(n)
+    dense[ids] = signed[: ids.size]
+    for k in ks_for(n):
+        np.testing.assert_array_equal(
+            top_k_sparse(signed[: ids.size], ids, k, n), reference(dense, k)
+        )
+    with pytest.raises(ValueError, match="differ in shape"):
+        top_k_sparse(np.ones(3), np.arange(2), 1, n)
+
+
+@pytest.mark.parametrize("width", [1, 3, 16])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tracked_selection_equals_the_priority_policy_over_many_saves(width, dtype):
+    """The shard's incremental selection (only rows touched since their last save are read)
+    chooses, save after save, exactly what PriorityPolicy.select chooses over the whole table
+    (select_top_changed): sparse updates, heavy ties at zero, NaN rows, k above and below the
+    number of changed rows."""
+    rng = np.random.default_rng(width)
+    n = 20_000
+    live = rng.standard_normal((n, width)).astype(dtype)
+    saved = live.copy()
+    dirty = np.zeros(n, bool)  # rows that may differ from saved (none yet)
+    policy = PriorityPolicy(period=16, fraction=0.125)
+    for it in range(2, 80, 2):
+        for _ in range(2):  # two sparse iterations between saves, Zipf-like hot rows
+            rows = np.unique(np.minimum(rng.zipf(1.3, size=rng.integers(0, 4000)), n) - 1)
+            if it % 14 == 0:
+                rows = np.unique(np.r_[rows, rng.integers(0, n, 9000)])  # a burst
+            step = rng.standard_normal((rows.size, width)).astype(dtype) * 0.01
+            step[rng.random(rows.size) < 0.2] = 0  # touched but unchanged
+            live[rows] -= step
+            dirty[rows] = True
+        if it == 30:
+            live[[5, 17, 4000]] = np.nan  # destroyed rows: picked first, then forever
+            dirty[[5, 17, 4000]] = True
+        k = policy.rows_per_checkpoint(n, it) * (3 if it % 10 == 0 else 1)
+        expected = policy.select("w", live, saved, it)
+        if k != policy.rows_per_checkpoint(n, it):
+            expected = select_top_changed(live, saved, k)
+        with single_threaded():
+            got, still = select_top_changed_among(live, saved, k, np.flatnonzero(dirty))
+        np.testing.assert_array_equal(got, expected, err_msg=f"iteration {it}")
+        every, _ = select_top_changed_among(live, saved, k, np.arange(n))  # the dense path
+        np.testing.assert_array_equal(every, expected)
+        saved[got] = live[got]  # what Checkpointer._save does
+        dirty[:] = False
+        dirty[still] = True
+        changed = row_change_norms(live, saved) != 0  # NaN != 0 too
+        assert not (changed & ~dirty).any(), "a changed row left the tracked set"
+
+
+def test_single_threaded_is_scoped():
+    from numba import get_num_threads
+
+    before = get_num_threads()
+    with single_threaded():
+        assert get_num_threads() == 1
+    assert get_num_threads() == before

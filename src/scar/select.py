@@ -46,7 +46,14 @@ from numba import get_num_threads, njit, prange, set_num_threads
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["row_change_norms", "select_top_changed", "top_k"]
+__all__ = [
+    "row_change_norms",
+    "select_top_changed",
+    "select_top_changed_among",
+    "single_threaded",
+    "top_k",
+    "top_k_sparse",
+]
 
 _SMALL_N = 1 << 16  # below this many scores, top_k uses np.partition
 _PARALLEL_N = 1 << 20  # below this many values, kernels run on the calling thread only
@@ -284,6 +291,19 @@ def _top_k_radix(scores: np.ndarray, k: int, nchunks: int) -> np.ndarray:
 
 
 @contextmanager
+def single_threaded():
+    """Run this thread's numba kernels on one thread (numba's thread count is per thread):
+    for callers that share few cores with other busy processes, where a parallel kernel only
+    fights them (a parameter-server shard selecting rows while its workers compute)."""
+    old = get_num_threads()
+    set_num_threads(1)
+    try:
+        yield
+    finally:
+        set_num_threads(old)
+
+
+@contextmanager
 def _threads(size: int):
     """Run numba kernels on one thread for small inputs: waking the pool costs more then."""
     if size >= _PARALLEL_N or get_num_threads() == 1:
@@ -362,3 +382,87 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 def select_top_changed(live: np.ndarray, saved: np.ndarray, k: int) -> np.ndarray:
     """Ids (ascending int64) of the ``k`` rows that changed most: ``top_k(row_change_norms)``."""
     return top_k(row_change_norms(live, saved), k)
+
+
+def top_k_sparse(scores: np.ndarray, ids: np.ndarray, k: int, n: int) -> np.ndarray:
+    """``top_k(full, k)`` of the length-``n`` vector ``full`` that holds ``scores`` at the
+    sorted unique ``ids`` and ``0.0`` everywhere else, without building it: time O(ids.size
+    + k), never O(n).
+
+    The same rules as ``top_k``: ties (the zero rows included) go to the smallest row ids, NaN
+    counts as ``+inf``.  Negative scores (which change norms never produce) fall back to a
+    dense ``top_k``.
+    """
+    return _top_k_sparse(scores, ids, k, n)[0]
+
+
+def _top_k_sparse(scores, ids, k, n) -> tuple[np.ndarray, np.ndarray | None]:
+    """(``top_k_sparse``, positions in ``ids`` of the chosen rows of nonzero score, or None
+    when every row of nonzero score is chosen)."""
+    scores = _as_float_array("scores", scores, 1)
+    ids = np.asarray(ids, dtype=np.int64)
+    k, n = operator.index(k), operator.index(n)
+    if ids.shape != scores.shape:
+        raise ValueError(f"scores and ids differ in shape: {scores.shape} vs {ids.shape}")
+    if k <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    if k >= n:
+        return np.arange(n, dtype=np.int64), None
+    if (scores < 0).any():  # the zeros outside ids are not the smallest scores: go dense
+        full = np.zeros(n, dtype=scores.dtype)
+        full[ids] = scores
+        chosen = top_k(full, k)
+        return chosen, np.flatnonzero(np.isin(ids, chosen, assume_unique=True))
+    nonzero = np.flatnonzero(scores != 0)  # NaN included; -0.0 == +0.0 is a zero, as top_k
+    if nonzero.size >= k:  # the k-th largest score is > 0: every chosen row is one of ids;
+        pos = top_k(scores, k)  # ids are sorted, so ties by position are ties by row id
+        return ids[pos], pos
+    # Every nonzero row is taken; the quota left goes to the smallest ids of score 0 (all
+    # below k: at most nonzero.size of the ids below k are taken already).
+    out = np.empty(k, dtype=np.int64)
+    _fill_merge(ids[nonzero], out)
+    return out, None
+
+
+@njit(**_OPTS)
+def _fill_merge(taken, out):
+    """out = the sorted union of ``taken`` (sorted ids) and the smallest ids not in it, as
+    many as fill ``out``."""
+    k, m = out.size, taken.size
+    need = k - m
+    i = j = 0
+    for pos in range(k):
+        if j < m and (need == 0 or taken[j] <= i):
+            if taken[j] == i:
+                i += 1
+            out[pos] = taken[j]
+            j += 1
+        else:
+            out[pos] = i
+            i += 1
+            need -= 1
+
+
+def select_top_changed_among(
+    live: np.ndarray, saved: np.ndarray, k: int, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``select_top_changed(live, saved, k)`` when only ``rows`` (sorted unique ids) may differ
+    from their saved copy (every other row has ``live == saved``, a change norm of 0), reading
+    only those rows.  Returns (the chosen ids, ascending; the ids among ``rows`` whose change
+    is still nonzero once the chosen rows are saved: the unchosen ones that changed, and the
+    rows whose change is NaN, which stays NaN after saving).
+    """
+    n = live.shape[0]
+    rows = np.asarray(rows, dtype=np.int64)
+    if 2 * rows.size > n:  # most rows: one pass over the tables beats gathering them
+        rows = np.arange(n, dtype=np.int64)
+        scores = row_change_norms(live, saved)
+    else:
+        scores = row_change_norms(live[rows], saved[rows])
+    chosen, pos = _top_k_sparse(scores, rows, k, n)
+    still = np.isnan(scores)
+    if pos is not None:  # some rows of nonzero score are left unsaved
+        left = scores != 0
+        left[pos] = False
+        still |= left
+    return chosen, rows[still]
