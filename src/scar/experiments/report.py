@@ -258,7 +258,7 @@ def figure_headline(rows: list[dict[str, Any]], path: Path) -> bool:
         (-0.2, "traditional", "black", "traditional: full C + rollback"),
         (0.2, "scar", "tab:red", "SCAR: priority r=1/8 + partial"),
     ):
-        ax.bar(
+        bars = ax.bar(
             x + off,
             [r[key]["rework_mean"] for r in rows],
             width=0.4,
@@ -268,7 +268,15 @@ def figure_headline(rows: list[dict[str, Any]], path: Path) -> bool:
             capsize=3,
             label=label,
         )
-    ax.set_xticks(x, [f"{r['model'].upper()}\n{r['dataset']}" for r in rows])
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_xticks(
+        x,
+        [
+            f"{r['model'].upper()}\n{r['dataset']}"
+            + ("" if r["reduction"] is None else f"\nSCAR: {-100 * r['reduction']:+.0f} %")
+            for r in rows
+        ],
+    )
     ax.set_ylabel("rework (iterations), mean ± 95 % CI")
     ax.set_title("Rework after losing 2 of 8 shards, at equal checkpoint cost", fontsize=10)
     ax.legend(fontsize=8)
