@@ -119,6 +119,18 @@ def figure_bound(docs: dict[str, dict], path: Path) -> bool:
     return True
 
 
+def _series(ax, cells: list[dict], x: Callable[[dict], float], **style: Any) -> None:
+    """One line of cells: mean rework with its 95 % CI as error bars, against ``x(cell)``."""
+    cells = sorted(cells, key=x)
+    ax.errorbar(
+        [x(c) for c in cells],
+        [c["summary"]["rework_mean"] for c in cells],
+        yerr=np.array([_ci(c["summary"]) for c in cells]).T,
+        capsize=3,
+        **style,
+    )
+
+
 def figure_recovery(docs: dict[str, dict], path: Path) -> bool:
     groups = _by(docs, "recovery")
     if not groups:
@@ -126,20 +138,13 @@ def figure_recovery(docs: dict[str, dict], path: Path) -> bool:
     fig, axes = _axes(len(groups))
     for ax, (model, cells) in zip(axes, sorted(groups.items()), strict=True):
         for rec, color in (("full", "black"), ("partial", "tab:red")):
-            sel = sorted(
-                (c for c in cells if c["config"]["recovery"] == rec),
-                key=lambda c: c["config"]["lost_shards"],
-            )
-            x = [c["config"]["lost_shards"] / c["config"]["shards"] for c in sel]
-            y = [c["summary"]["rework_mean"] for c in sel]
-            err = np.array([_ci(c["summary"]) for c in sel]).T
-            ax.errorbar(
-                x,
-                y,
-                yerr=err,
+            sel = [c for c in cells if c["config"]["recovery"] == rec]
+            _series(
+                ax,
+                sel,
+                lambda c: c["config"]["lost_shards"] / c["config"]["shards"],
                 marker="o",
                 color=color,
-                capsize=3,
                 label=f"{rec} recovery (full checkpoints)",
             )
         ax.set_xscale("log", base=2)
@@ -161,21 +166,12 @@ def figure_policies(docs: dict[str, dict], path: Path) -> bool:
     fig, axes = _axes(len(groups))
     for ax, (model, cells) in zip(axes, sorted(groups.items()), strict=True):
         for pol in ("priority", "round-robin", "random"):
-            sel = sorted(
-                (c for c in cells if c["config"]["checkpoint"] == pol),
-                key=lambda c: -c["config"]["fraction"],
-            )
+            sel = [c for c in cells if c["config"]["checkpoint"] == pol]
             if not sel:
                 continue
             color, marker = POLICY_STYLE[pol]
-            ax.errorbar(
-                [c["config"]["fraction"] for c in sel],
-                [c["summary"]["rework_mean"] for c in sel],
-                yerr=np.array([_ci(c["summary"]) for c in sel]).T,
-                color=color,
-                marker=marker,
-                capsize=3,
-                label=pol,
+            _series(
+                ax, sel, lambda c: c["config"]["fraction"], color=color, marker=marker, label=pol
             )
         full = [c for c in cells if c["config"]["checkpoint"] == "full"]
         if full:
