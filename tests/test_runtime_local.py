@@ -1,5 +1,8 @@
 """The worker/server split and the coordinator on the local (in-process) runtime."""
 
+import gc
+import os
+
 import numpy as np
 import pytest
 from runtime_helpers import close, make_trainer, run_steps, saved_rows
@@ -9,7 +12,7 @@ from scar.errors import StoreError
 from scar.experiments.models import build
 from scar.policies import PriorityPolicy
 from scar.runtime.local import LocalCluster
-from scar.runtime.nodes import TrackedPriority
+from scar.runtime.nodes import SaveThread, TrackedPriority
 
 SYNTH = {"examples": 3000, "hash_bits": 10, "fields": 8}
 
@@ -151,14 +154,58 @@ def test_full_recovery_rolls_everything_back_to_the_checkpoint(tmp_path):
     close(t)
 
 
-def test_an_unwritable_store_ends_the_run_with_a_store_error(tmp_path):
-    t = make_trainer(LocalCluster(), tmp_path, checkpoint="full", period=2, async_writes=False)
+@pytest.mark.parametrize("async_writes", [False, True])
+def test_an_unwritable_store_ends_the_run_with_a_store_error(tmp_path, async_writes):
+    t = make_trainer(
+        LocalCluster(), tmp_path, checkpoint="full", period=2, async_writes=async_writes
+    )
     run_steps(t, 2)
     data = tmp_path / "store" / "shard-1" / "data"
     for f in data.iterdir():
         f.unlink()
     data.rmdir()
     data.write_text("not a directory")
-    with pytest.raises(StoreError):
-        run_steps(t, 4)
+    with pytest.raises(StoreError, match="shard-1"):  # async: by the save after the failed one
+        run_steps(t, 8)
     close(t)
+
+
+def test_the_save_thread_runs_saves_in_order_at_its_priority_and_raises_their_errors():
+    idle = getattr(os, "SCHED_IDLE", None)
+
+    class Shard:
+        def __init__(self):
+            self.seen = []
+
+        def save(self, iteration):
+            self.seen.append((iteration, os.sched_getscheduler(0) if idle is not None else None))
+            if iteration == 3:
+                raise StoreError("disk full")
+
+    shard = Shard()
+    saver = SaveThread(shard.save, idle=True)
+    saver.submit(1)
+    saver.submit(2)  # waits for save 1 first
+    assert saver.join() >= 0.0
+    assert [it for it, _ in shard.seen] == [1, 2]
+    assert all(policy == idle for _, policy in shard.seen)
+    assert os.sched_getscheduler(0) != idle  # the caller's priority is untouched
+    saver.submit(3)
+    with pytest.raises(StoreError, match="disk full"):
+        saver.join()
+    assert saver.join() == 0.0  # raised once
+    saver.submit(4)
+    saver.join()
+    assert [it for it, _ in shard.seen] == [1, 2, 3, 4]
+    saver.close()
+
+    normal = Shard()
+    saver = SaveThread(normal.save, idle=False)
+    saver.submit(1)
+    saver.join()
+    assert normal.seen[0][1] == (None if idle is None else os.sched_getscheduler(0))
+    thread = saver._thread
+    del normal  # dropped without close(): the shard is freed and its save thread ends
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()

@@ -2,6 +2,7 @@
 locking, async writes, compaction, retention, clean-up, compression, partial reads, fallback,
 and clear errors (the store contract shared with the in-memory store: test_store_contract.py)."""
 
+import os
 import warnings
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from store_backends import BACKENDS, new_url, s3_server  # noqa: F401
 
 from scar.checkpoint import Checkpointer
-from scar.errors import CorruptCheckpointError, StoreError
+from scar.errors import ConfigError, CorruptCheckpointError, StoreError
 from scar.policies import make_policy
 from scar.state import Sharding, State
 from scar.store import CheckpointWarning, DurableStore, MemoryStore, TableSpec
@@ -81,6 +82,28 @@ def test_async_and_sync_writes_store_the_same(url, compression):
             assert (r1.rows, r1.value_bytes, r1.stored_bytes) == (r2.rows, r2.value_bytes, r2.stored_bytes)  # fmt: skip
         same_as(s, ref, SPECS)
     same_as(DurableStore(url, readonly=True), ref, SPECS)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_an_idle_priority_writer_runs_at_idle_priority_and_stores_every_value(tmp_path):
+    rng = np.random.default_rng(3)
+    ref = MemoryStore()
+    ref.open(SPECS)
+    with DurableStore(str(tmp_path / "s"), async_writes=True, writer_priority="idle") as s:
+        s.open(SPECS)
+        for it, rows, aux in random_saves(rng, 8, SPECS):
+            s.save(it, rows, aux)
+            ref.save(it, rows, aux)
+        s.wait()
+        assert os.sched_getscheduler(s._writer._thread.native_id) == os.SCHED_IDLE
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE  # only the writer thread
+        same_as(s, ref, SPECS)
+
+
+def test_an_unknown_writer_priority_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="writer_priority must be one of normal, idle"):
+        DurableStore(str(tmp_path / "s"), writer_priority="high")
+    assert not (tmp_path / "s").exists()  # refused before anything was created
 
 
 def test_a_background_failure_surfaces_on_the_next_call(url):

@@ -59,6 +59,13 @@ from .runtime.config import TRAIN_MODELS
     show_default=True,
     help="Write checkpoints in the background.",
 )
+@click.option(
+    "--save-priority",
+    default="idle",
+    show_default=True,
+    help="CPU priority of the shards' background checkpoint work: idle (runs on cores the "
+    "training leaves idle; Linux) or normal.",
+)
 @click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync checkpoint files.")
 @click.option(
     "--timeout",

@@ -11,6 +11,7 @@ from ..experiments.models import MODEL_DATASETS, MODEL_OPTIMIZERS
 from ..policies import POLICIES
 from ..recovery import RECOVERY_MODES
 from ..state import SHARDING_SCHEMES
+from ..store.writer import PRIORITIES
 
 RUNTIMES = ("local", "ray")
 # the experiments' models and data sets, plus sparse LR on synthetic data (for scale)
@@ -37,6 +38,7 @@ class TrainConfig:
     kill_every: int | None = None
     seed: int = 0
     async_writes: bool = True
+    save_priority: str = "idle"  # CPU priority of the shards' background checkpoint threads
     fsync: bool = True
     timeout: float = 60.0  # seconds without an answer before a node counts as dead
     sharding: str = "range"
@@ -53,6 +55,7 @@ class TrainConfig:
         _one_of("checkpoint", self.checkpoint, POLICIES)
         _one_of("recovery", self.recovery, RECOVERY_MODES)
         _one_of("sharding", self.sharding, SHARDING_SCHEMES)
+        _one_of("save_priority", self.save_priority, PRIORITIES)
         for name in ("shards", "workers", "period", "iterations", "kill_shards", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")

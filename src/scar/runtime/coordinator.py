@@ -72,7 +72,14 @@ class Trainer:
             {n: a.dtype for n, a in initial.items()},
         )
         self.ckpt = CheckpointConfig(
-            cfg.checkpoint, cfg.period, cfg.fraction, cfg.seed, store, cfg.async_writes, cfg.fsync
+            cfg.checkpoint,
+            cfg.period,
+            cfg.fraction,
+            cfg.seed,
+            store,
+            cfg.async_writes,
+            cfg.fsync,
+            background_priority=cfg.save_priority,
         )
         per_shard = self.layout.scatter(initial)
         self.shards = [self._start_shard(k, per_shard[k]) for k in range(cfg.shards)]

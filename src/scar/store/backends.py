@@ -104,6 +104,9 @@ class LocalBackend:
         self.fsync = fsync
         self._lock_fd: int | None = None
         self._pool: ThreadPoolExecutor | None = None
+        # run by every helper thread (fsync, parallel writes) first: the store's async writer
+        # at idle priority sets its priority for them too
+        self.thread_init: Callable[[], object] | None = None
 
     def _p(self, rel: str) -> str:
         return os.path.join(self.root, *rel.split("/")) if rel else self.root
@@ -194,7 +197,9 @@ class LocalBackend:
             one(rels[0])
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(4, thread_name_prefix="scar-fsync")
+            self._pool = ThreadPoolExecutor(
+                4, thread_name_prefix="scar-fsync", initializer=self.thread_init
+            )
         list(self._pool.map(one, rels))
 
     def _write_all(self, files: list[tuple[str, list]]) -> list[str]:
@@ -210,7 +215,7 @@ class LocalBackend:
                 pending.append(d.rsplit("/", 1)[0] if "/" in d else "")
         total = sum(_size(bufs) for _, bufs in files)
         if total > PARALLEL_BYTES and len(files) > 1:
-            with ThreadPoolExecutor(2) as pool:
+            with ThreadPoolExecutor(2, initializer=self.thread_init) as pool:
                 list(pool.map(lambda f: self._write_one(*f), files))
         else:
             for rel, bufs in files:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -80,22 +81,23 @@ class Committing:
             aux, bufs = build_aux(path, job.version, job.iteration, job.aux, self.compression)
             if path:
                 files.append((aux.path, bufs))
-        updates = []
+        updates, lost = [], Counter()
 
         def manifest() -> bytes:  # once every file is written
             updates.extend((built[p], cids, iters) for p, cids, iters in pieces)
+            lost.update(live.losses(updates))
             written = sum(s.nbytes for s, _, _ in updates)
             written += aux.nbytes if job.aux is not None else 0
             m = Manifest(
                 job.version, job.iteration, job.complete, job.rows, job.value_bytes, written,
-                time.time(), self._tables, tuple(live.preview(updates)), aux,
+                time.time(), self._tables, tuple(live.preview(updates, lost)), aux,
             )  # fmt: skip
             built[None] = m
             return encode_manifest(m)
 
         self.backend.publish(files, f"{MANIFEST_DIR}/{manifest_name(job.version)}", manifest)
         m = built[None]
-        live.apply(updates)
+        live.apply(updates, lost)
         self._live = live
         self._manifests[job.version] = m
         self._view = m
@@ -108,20 +110,24 @@ class Committing:
         None if a live segment cannot be read (the new rows are then written on their own)."""
         live, table = self._live, self._tables[t]
         lo, hi = table.chunks[c], table.chunks[c + 1]
-        new = np.zeros(hi - lo, bool)
-        new[ids - lo] = True
         have = live.owner[t][lo:hi] >= 0
-        old = np.flatnonzero(have & ~new)
-        merged = np.empty((hi - lo, table.width), table.dtype)
+        merged = np.zeros((hi - lo, table.width), table.dtype)
         try:
-            merged[old] = self._gather(t, old + lo)
+            if live.bad:  # some rows resolve to older copies: row by row
+                old = np.flatnonzero(have)
+                merged[old] = self._gather(t, old + lo)
+            else:  # every live segment of the chunk over the older ones, in commit order
+                for seg in [s for s in live.segments.values() if (s.table, s.chunk) == (t, c)]:
+                    rows = slice(None) if seg.dense else self._ids(seg, table)[0] - lo
+                    merged[rows] = self._values(seg)
         except CorruptCheckpointError as e:
             warnings.warn(f"compaction skipped: {e}", CheckpointWarning, stacklevel=2)
             return None
         merged[ids - lo] = values
         iters = live.iters[t][lo:hi].copy()
         iters[ids - lo] = iteration
-        keep = have | new
+        keep = have
+        keep[ids - lo] = True
         if keep.all():
             return None, merged, iters
         return np.flatnonzero(keep) + lo, merged[keep], iters[keep]

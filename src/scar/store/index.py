@@ -10,8 +10,40 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from numba import njit
 
 from .format import Segment, Table
+
+_DENSE_UIDS = 1 << 20  # count losses in an array while the live uids span at most this many
+
+
+@njit(cache=True, nogil=True)
+def _count_owners(owner, rows, lo, counts):
+    """counts[u - lo] += rows (of ``rows``) owned by uid u, in one pass, no temporaries."""
+    for r in rows:
+        o = owner[r]
+        if o >= 0:
+            counts[o - lo] += 1
+
+
+@njit(cache=True, nogil=True)
+def _count_owners_range(owner, start, end, lo, counts):
+    for r in range(start, end):
+        o = owner[r]
+        if o >= 0:
+            counts[o - lo] += 1
+
+
+@njit(cache=True, nogil=True)
+def _assign(owner, pos, iters, rows, uid, iteration, row_iters):
+    """Rows ``rows`` now belong to segment ``uid`` (at its positions 0..), saved at
+    ``iteration`` or, if given, at ``row_iters``."""
+    for i in range(rows.size):
+        r = rows[i]
+        owner[r] = uid
+        pos[r] = i
+        iters[r] = row_iters[i] if row_iters.size else iteration
+
 
 # An update: a new segment with its row ids (None: every row of its chunk) and per-row
 # iterations (None: all rows at the segment's iteration).
@@ -34,31 +66,50 @@ class LiveSet:
         t = self.tables[seg.table]
         return slice(t.chunks[seg.chunk], t.chunks[seg.chunk + 1]) if ids is None else ids
 
-    def _losses(self, updates: list[Update]) -> Counter:
+    def losses(self, updates: list[Update]) -> Counter:
+        """uid -> rows each live segment loses to ``updates`` (pass it to ``preview`` and
+        ``apply``, which otherwise compute it themselves)."""
         lost: Counter = Counter()
-        for seg, ids, _ in updates:
-            old = self.owner[seg.table][self._rows(seg, ids)]
-            old = old[old >= 0]
-            if old.size:
-                uids, counts = np.unique(old, return_counts=True)
+        if not self.segments:
+            return lost
+        lo = next(iter(self.segments))  # uids grow in commit order: the oldest live one
+        if self._uid - lo > _DENSE_UIDS:  # a very old segment still lives: count sparsely
+            for seg, ids, _ in updates:
+                old = self.owner[seg.table][self._rows(seg, ids)]
+                uids, counts = np.unique(old[old >= 0], return_counts=True)
                 lost.update(dict(zip(uids.tolist(), counts.tolist(), strict=True)))
-        return lost
+            return lost
+        counts = np.zeros(self._uid - lo, np.int64)
+        for seg, ids, _ in updates:
+            owner = self.owner[seg.table]
+            if ids is None:
+                t = self.tables[seg.table]
+                _count_owners_range(owner, t.chunks[seg.chunk], t.chunks[seg.chunk + 1], lo, counts)
+            else:
+                _count_owners(owner, ids, lo, counts)
+        uids = np.flatnonzero(counts)
+        return Counter(dict(zip((uids + lo).tolist(), counts[uids].tolist(), strict=True)))
 
-    def preview(self, updates: list[Update]) -> list[Segment]:
+    def preview(self, updates: list[Update], lost: Counter | None = None) -> list[Segment]:
         """The segments that will be live once ``updates`` are applied, in order."""
-        lost = self._losses(updates)
+        lost = self.losses(updates) if lost is None else lost
         keep = [s for uid, s in self.segments.items() if self.owned[uid] > lost.get(uid, 0)]
         return keep + [seg for seg, _, _ in updates]
 
-    def apply(self, updates: list[Update]) -> None:
-        lost = self._losses(updates)
+    def apply(self, updates: list[Update], lost: Counter | None = None) -> None:
+        lost = self.losses(updates) if lost is None else lost
         for seg, ids, iters in updates:
             uid = self._uid
             self._uid += 1
-            rows = self._rows(seg, ids)
-            self.owner[seg.table][rows] = uid
-            self.pos[seg.table][rows] = np.arange(seg.rows, dtype=np.int32)
-            self.iters[seg.table][rows] = seg.iteration if iters is None else iters
+            t = seg.table
+            if ids is None:
+                rows = self._rows(seg, ids)
+                self.owner[t][rows] = uid
+                self.pos[t][rows] = np.arange(seg.rows, dtype=np.int32)
+                self.iters[t][rows] = seg.iteration if iters is None else iters
+            else:
+                it = np.empty(0, np.int64) if iters is None else np.asarray(iters, np.int64)
+                _assign(self.owner[t], self.pos[t], self.iters[t], ids, uid, seg.iteration, it)
             self.segments[uid] = seg
             self.owned[uid] = seg.rows
             self.per_chunk[seg.table, seg.chunk] += 1

@@ -27,7 +27,7 @@ from .commit import Committing, Job
 from .format import DATA_DIR, MANIFEST_DIR, TABLE_DTYPES, Manifest, Table, chunk_bounds
 from .index import LiveSet
 from .reading import CheckpointWarning, Reading
-from .writer import BackgroundWriter, SnapshotPool
+from .writer import PRIORITIES, BackgroundWriter, SnapshotPool, idle_priority
 
 __all__ = ["CheckpointWarning", "DurableStore", "open_store"]
 
@@ -58,17 +58,24 @@ class DurableStore(Committing, Reading, CheckpointStore):
         chunk_bytes: int = 16 << 20,
         fsync: bool = True,
         max_pending: int = 2,
+        writer_priority: str = "normal",
         storage_options: dict | None = None,
         force_unlock: bool = False,
     ) -> None:
         if compression not in (None, "zstd"):
             raise ConfigError(f"compression must be zstd or none, got {compression!r}")
+        if writer_priority not in PRIORITIES:
+            raise ConfigError(
+                f"writer_priority must be one of {', '.join(PRIORITIES)}, got {writer_priority!r}"
+            )
         if keep_last is not None and keep_last < 1:
             raise ConfigError(f"keep_last must be at least 1, got {keep_last}")
         if compact_after < 2 or chunk_bytes < 1:
             raise ConfigError("compact_after must be >= 2 and chunk_bytes >= 1")
         self.url = url
         self.backend = backend_for(url, storage_options, fsync)
+        if async_writes and writer_priority == "idle" and hasattr(self.backend, "thread_init"):
+            self.backend.thread_init = idle_priority  # its fsync threads work for the writer
         self.readonly = readonly
         self.compression = compression or "raw"
         self.keep_last, self.compact_after, self.chunk_bytes = keep_last, compact_after, chunk_bytes
@@ -83,7 +90,9 @@ class DurableStore(Committing, Reading, CheckpointStore):
         self._closed = False
         self._pool = SnapshotPool()
         self._writer = (
-            BackgroundWriter(self._write, self._release, max_pending) if async_writes else None
+            BackgroundWriter(self._write, self._release, max_pending, writer_priority == "idle")
+            if async_writes
+            else None
         )
         if readonly:
             if not self.backend.exists():
@@ -185,6 +194,11 @@ class DurableStore(Committing, Reading, CheckpointStore):
             if bad:
                 raise StoreError(f"aux arrays {bad} are not plain numbers (no objects are stored)")
         return job
+
+    @property
+    def writer_cpu_seconds(self) -> float:
+        """CPU time the background writer thread has spent writing (0 when synchronous)."""
+        return 0.0 if self._writer is None else self._writer.cpu_seconds
 
     def _release(self, job: Job) -> None:
         self._pool.give(job.buffers)

@@ -4,15 +4,18 @@
 recycled, so the pages are already mapped) and queues the write. One background thread writes
 the queued versions in order, each committed as in synchronous mode. At most ``max_pending``
 versions wait in the queue; a further ``save()`` blocks until one is written (back-pressure
-rather than unbounded memory). A failure in the background is kept and raised, as a
+rather than unbounded memory). With ``idle`` the writer thread runs at idle CPU priority
+(``idle_priority``). A failure in the background is kept and raised, as a
 :class:`StoreError`, by the next call on the store; the versions queued behind the failed one
 are dropped (never committed), so what is committed is always a prefix of what was saved.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +24,23 @@ import numpy as np
 from ..errors import ScarError, StoreError
 
 SMALL = 1 << 16  # below this, just allocate
+
+
+PRIORITIES = ("normal", "idle")
+
+
+def idle_priority() -> bool:
+    """Let the calling thread run only on CPU time nothing else wants (Linux ``SCHED_IDLE``,
+    per thread): background checkpoint work then yields the cores to training instead of
+    taking a share of them. False where the platform has no such policy (nothing changes)."""
+    policy = getattr(os, "SCHED_IDLE", None)
+    if policy is None:
+        return False
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError:
+        return False
+    return True
 
 
 class SnapshotPool:
@@ -61,13 +81,19 @@ class BackgroundWriter:
     """Runs ``work(job)`` for each submitted job on one thread, in submission order."""
 
     def __init__(
-        self, work: Callable[[Any], None], release: Callable[[Any], None], max_pending: int = 2
+        self,
+        work: Callable[[Any], None],
+        release: Callable[[Any], None],
+        max_pending: int = 2,
+        idle: bool = False,
     ) -> None:
         self._work = work
+        self._idle = idle
         self._release = release
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
         self._error: tuple[Any, BaseException] | None = None
         self._thread: threading.Thread | None = None
+        self.cpu_seconds = 0.0  # CPU time of the writer thread, for benchmarks
 
     def submit(self, job: Any) -> None:
         self.check()
@@ -79,13 +105,19 @@ class BackgroundWriter:
         self._queue.put(job)
 
     def _loop(self) -> None:
+        if self._idle:
+            idle_priority()
         while True:
             job = self._queue.get()
             try:
                 if job is None:
                     return
                 if self._error is None:
-                    self._work(job)
+                    c0 = time.thread_time()
+                    try:
+                        self._work(job)
+                    finally:
+                        self.cpu_seconds += time.thread_time() - c0
             except BaseException as e:  # kept for the caller's next call
                 self._error = (job, e)
             finally:
