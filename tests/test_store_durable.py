@@ -134,6 +134,45 @@ def test_a_background_failure_surfaces_on_the_next_call(url):
     s.close()
 
 
+@pytest.mark.parametrize("async_writes", [False, True])
+def test_a_commit_whose_last_flush_failed_is_kept_and_its_number_never_reused(
+    tmp_path, async_writes
+):
+    """The manifest's rename succeeded, the directory fsync after it failed: the save reports
+    the error, but the version is on disk, so the next save must not write its files again."""
+    url = str(tmp_path / "s")
+    s = DurableStore(url, async_writes=async_writes)
+    s.open(SPECS)
+    full = {"a": (None, np.ones((10, 3), np.float32)), "b": (None, np.ones((4, 2)))}
+    s.save(0, full)
+    s.wait()
+    real = s.backend._fsync_all
+
+    def failing(rels):
+        if rels == ["manifests"]:
+            raise OSError(5, "Input/output error")
+        real(rels)
+
+    s.backend._fsync_all = failing
+    with pytest.raises(StoreError, match="Input/output error"):
+        s.save(1, {"a": (np.array([1]), np.full((1, 3), 5, np.float32))})
+        s.wait()
+    s.backend._fsync_all = real
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s" / "data").iterdir()}
+    r = s.save(2, {"a": (np.array([2]), np.full((1, 3), 6, np.float32))})
+    s.wait()
+    assert r.version == 2  # version 1 is committed: its number is not written again
+    for name, data in before.items():  # nor any of its files
+        assert (tmp_path / "s" / "data" / name).read_bytes() == data
+    assert [v.iteration for v in s.versions()] == [0, 1, 2]
+    got = s.read_rows("a")
+    assert got[1].tolist() == [5, 5, 5] and got[2].tolist() == [6, 6, 6]
+    s.close()
+    again = DurableStore(url, readonly=True)
+    assert verify(again).ok
+    np.testing.assert_array_equal(again.read_rows("a"), got)
+
+
 # -- compaction, retention, clean-up --------------------------------------------------------
 def test_compaction_and_retention_bound_the_files_and_keep_every_value(url):
     specs = [TableSpec("w", 64, 4), TableSpec("v", 5, 1, "float64")]

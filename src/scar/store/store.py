@@ -24,7 +24,15 @@ from ..errors import ConfigError, StoreError
 from .backends import backend_for
 from .base import CheckpointStore, SaveResult, TableSpec, VersionInfo
 from .commit import Committing, Job
-from .format import DATA_DIR, MANIFEST_DIR, TABLE_DTYPES, Manifest, Table, chunk_bounds
+from .format import (
+    DATA_DIR,
+    MANIFEST_DIR,
+    TABLE_DTYPES,
+    Manifest,
+    Table,
+    chunk_bounds,
+    manifest_name,
+)
 from .index import LiveSet
 from .reading import CheckpointWarning, Reading
 from .writer import PRIORITIES, BackgroundWriter, SnapshotPool, idle_priority
@@ -161,7 +169,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
             try:
                 self._write(job)
             except BaseException:
-                self._next_version = job.version
+                self._after_failure(job.version)
                 raise
         return result
 
@@ -259,12 +267,32 @@ class DurableStore(Committing, Reading, CheckpointStore):
             self._surface(self._writer.wait)
 
     def _surface(self, call: Callable | None = None) -> None:
-        """Raise a background failure; the versions after the last commit are then reused."""
+        """Raise a background failure (the versions queued behind it were dropped)."""
         try:
             (call or self._writer.check)()
         except StoreError:
-            self._next_version = max(self._manifests, default=-1) + 1
+            self._after_failure(self._writer.failed_job.version)
             raise
+
+    def _after_failure(self, version: int) -> None:
+        """After the write of ``version`` failed: if its manifest is there nonetheless (the
+        commit's rename was done, a later step failed), the version is committed - the store
+        reads its state back, as a reopened one would, and never writes that number again
+        (rewriting its files would put a committed checkpoint at risk). Otherwise the numbers
+        from ``version`` on were never committed and are used again."""
+        try:
+            committed = manifest_name(version) in self.backend.list(MANIFEST_DIR)
+        except (OSError, StoreError):
+            committed = None  # unknown: do not reuse the number
+        if committed:
+            try:
+                self._load()  # the view and the live set now include it
+            except (OSError, StoreError):
+                pass
+        if committed is False:
+            self._next_version = max(self._manifests, default=-1) + 1
+        else:
+            self._next_version = max(self._next_version, version + 1)
 
     def _table_index(self, name: str) -> int:
         for i, t in enumerate(self._tables or ()):

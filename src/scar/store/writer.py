@@ -94,6 +94,7 @@ class BackgroundWriter:
         self._error: tuple[Any, BaseException] | None = None
         self._thread: threading.Thread | None = None
         self.cpu_seconds = 0.0  # CPU time of the writer thread, for benchmarks
+        self.failed_job: Any = None  # the job whose failure ``check`` raised last
 
     def submit(self, job: Any) -> None:
         self.check()
@@ -136,6 +137,7 @@ class BackgroundWriter:
             self._queue.join()  # the jobs behind the failed one are dropped, not run
             job, e = self._error
             self._error = None
+            self.failed_job = job
             what = f"version {getattr(job, 'version', '?')}"
             if isinstance(e, ScarError):
                 raise StoreError(f"background write of checkpoint {what} failed: {e}") from e
