@@ -1,6 +1,25 @@
 """Checks shared by the per-model acceptance tests. ``cells`` maps (checkpoint, recovery) to
 the result document of a cell; every cell sees the same failures (same seeds)."""
 
+from scar.experiments.cell import run_cell
+
+
+def full_rollback_costs_exactly_the_steps_since_the_checkpoint(cfg, fail_at, period=10):
+    """A full rollback of a deterministic algorithm re-does exactly the iterations since the
+    checkpoint (``cfg``: the model's cell configuration builder)."""
+    doc = run_cell(
+        cfg(
+            checkpoint="full",
+            recovery="full",
+            period=period,
+            fail_at=fail_at,
+            trials=2,
+            lost_shards=2,
+        )
+    )
+    for t in doc["trials"]:
+        assert t["rework"] == fail_at % period and not t["censored"]
+
 
 def partial_costs_less_than_full(cells):
     mean = {k: d["summary"]["rework_mean"] for k, d in cells.items()}

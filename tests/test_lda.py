@@ -7,7 +7,11 @@ import logging
 import numpy as np
 import pytest
 from numba.core.registry import CPUDispatcher
-from strategy_checks import partial_costs_less_than_full, priority_beats_the_others_at_equal_bytes
+from strategy_checks import (
+    full_rollback_costs_exactly_the_steps_since_the_checkpoint,
+    partial_costs_less_than_full,
+    priority_beats_the_others_at_equal_bytes,
+)
 
 from scar import datasets
 from scar.algorithms import lda_gibbs
@@ -178,11 +182,7 @@ def test_rows_that_are_not_counts_are_rejected(corpus):
 
 @pytest.mark.parametrize("fail_at", [23, 31])
 def test_full_rollback_rewinds_the_chain_and_costs_exactly_the_sweeps_since(fail_at):
-    doc = run_cell(
-        cfg(checkpoint="full", recovery="full", period=10, fail_at=fail_at, lost_shards=2, trials=2)
-    )
-    for t in doc["trials"]:
-        assert t["rework"] == fail_at % 10 and not t["censored"]
+    full_rollback_costs_exactly_the_steps_since_the_checkpoint(cfg, fail_at)
 
 
 def test_results_name_the_dataset_and_record_quality(cells):

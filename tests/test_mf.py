@@ -3,7 +3,11 @@ partial recovery / priority checkpoints measured in the experiment cell."""
 
 import numpy as np
 import pytest
-from strategy_checks import partial_costs_less_than_full, priority_beats_the_others_at_equal_bytes
+from strategy_checks import (
+    full_rollback_costs_exactly_the_steps_since_the_checkpoint,
+    partial_costs_less_than_full,
+    priority_beats_the_others_at_equal_bytes,
+)
 
 from scar import datasets
 from scar.algorithms.mf_als import MF, MFParams
@@ -90,11 +94,7 @@ def test_a_half_step_is_the_exact_minimiser_of_its_block():
 
 @pytest.mark.parametrize("fail_at", [23, 40, 57])
 def test_full_rollback_costs_exactly_the_half_steps_since_the_checkpoint(fail_at):
-    doc = run_cell(
-        cfg(checkpoint="full", recovery="full", period=10, fail_at=fail_at, trials=2, lost_shards=2)
-    )
-    for t in doc["trials"]:
-        assert t["rework"] == fail_at % 10 and not t["censored"]
+    full_rollback_costs_exactly_the_steps_since_the_checkpoint(cfg, fail_at)
 
 
 def test_partial_recovery_costs_less_than_full_recovery(cells):

@@ -106,12 +106,17 @@ def test_an_unknown_writer_priority_is_refused(tmp_path):
     assert not (tmp_path / "s").exists()  # refused before anything was created
 
 
-def test_a_background_failure_surfaces_on_the_next_call(url):
-    s = DurableStore(url, async_writes=True)
+def with_ones_saved(url: str, async_writes: bool) -> DurableStore:
+    """A store (SPECS) whose version 0, every row 1, is committed."""
+    s = DurableStore(url, async_writes=async_writes)
     s.open(SPECS)
-    full = {"a": (None, np.ones((10, 3), np.float32)), "b": (None, np.ones((4, 2)))}
-    s.save(0, full)
+    s.save(0, {"a": (None, np.ones((10, 3), np.float32)), "b": (None, np.ones((4, 2)))})
     s.wait()
+    return s
+
+
+def test_a_background_failure_surfaces_on_the_next_call(url):
+    s = with_ones_saved(url, async_writes=True)
     real = s.backend.publish
 
     def broken(files, rel, data):
@@ -141,11 +146,7 @@ def test_a_commit_whose_last_flush_failed_is_kept_and_its_number_never_reused(
     """The manifest's rename succeeded, the directory fsync after it failed: the save reports
     the error, but the version is on disk, so the next save must not write its files again."""
     url = str(tmp_path / "s")
-    s = DurableStore(url, async_writes=async_writes)
-    s.open(SPECS)
-    full = {"a": (None, np.ones((10, 3), np.float32)), "b": (None, np.ones((4, 2)))}
-    s.save(0, full)
-    s.wait()
+    s = with_ones_saved(url, async_writes)
     real = s.backend._fsync_all
 
     def failing(rels):
