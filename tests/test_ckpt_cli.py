@@ -93,9 +93,10 @@ def test_verify_names_every_bad_file_and_exits_1(tmp_path, capsys):
     url = str(tmp_path / "store")
     make_store(url)
     seg, man = f"{url}/data/v0000000001.t0.c0000.seg", f"{url}/manifests/{manifest_name(2)}"
-    with open(seg, "r+b") as f:
-        f.seek(3)
-        f.write(b"\xff")
+    with open(seg, "r+b") as f:  # flip its first byte: the row bitmap, in the index section
+        first = f.read(1)[0]
+        f.seek(0)
+        f.write(bytes([first ^ 0xFF]))
     with open(man, "r+b") as f:
         f.truncate(100)
     code, out, _ = scar(capsys, "ckpt", "verify", url)

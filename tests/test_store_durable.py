@@ -174,6 +174,60 @@ def test_a_commit_whose_last_flush_failed_is_kept_and_its_number_never_reused(
     np.testing.assert_array_equal(again.read_rows("a"), got)
 
 
+def test_row_ids_are_stored_as_a_bitmap_when_that_is_smaller(tmp_path):
+    """A save of more than 1/64 of a chunk's rows stores them as a bitmap of the chunk (1/8 of
+    the rows: 8x smaller than int64 ids); sparser saves list them."""
+    spec = TableSpec("w", 6400, 1)
+    with DurableStore(str(tmp_path / "s")) as s:
+        s.open([spec])
+        rng = np.random.default_rng(0)
+        s.save(0, {"w": (None, np.zeros((6400, 1), np.float32))})
+        expect = np.zeros((6400, 1), np.float32)
+        for it, k in [(1, 800), (2, 100), (3, 101)]:
+            ids = np.sort(rng.choice(6400, k, replace=False))
+            vals = rng.standard_normal((k, 1)).astype(np.float32)
+            s.save(it, {"w": (ids, vals)})
+            expect[ids] = vals
+            seg = s._view.segments[-1]
+            want = ("bitmap", 800) if k > 100 else ("list", 8 * k)
+            assert (seg.id_coding, seg.index_bytes) == want
+        np.testing.assert_array_equal(s.read_rows("w"), expect)
+    again = DurableStore(str(tmp_path / "s"), readonly=True)
+    np.testing.assert_array_equal(again.read_rows("w"), expect)
+    assert verify(again).ok
+
+
+def test_a_format_1_store_is_still_read(tmp_path, monkeypatch):
+    """Stores written before bitmap row ids (format 1: listed ids, no id_coding) read as before."""
+    import json
+
+    from scar.store import codec
+    from scar.store.format import MAGIC, _covered, checksum
+
+    monkeypatch.setattr(codec, "id_coding_for", lambda rows, chunk_rows: "list")
+    rng = np.random.default_rng(5)
+    ref = MemoryStore()
+    ref.open(SPECS)
+    url = str(tmp_path / "s")
+    with DurableStore(url, keep_last=None) as s:
+        s.open(SPECS)
+        for it, rows, aux in random_saves(rng, 6, SPECS):
+            s.save(it, rows, aux)
+            ref.save(it, rows, aux)
+    for path in (tmp_path / "s" / "manifests").iterdir():  # rewrite each manifest as format 1
+        doc = json.loads(path.read_bytes().split(b"\n", 1)[1])
+        doc["format_version"] = 1
+        for seg in doc["segments"]:
+            assert seg.pop("id_coding") == "list"
+        body = json.dumps(doc).encode()
+        crc = checksum(_covered(1, len(body)), body)
+        path.write_bytes(b"%s 1 %s %d\n" % (MAGIC, crc.encode(), len(body)) + body)
+    monkeypatch.undo()
+    old = DurableStore(url, readonly=True)
+    same_as(old, ref, SPECS)
+    assert verify(old).ok
+
+
 # -- compaction, retention, clean-up --------------------------------------------------------
 def test_compaction_and_retention_bound_the_files_and_keep_every_value(url):
     specs = [TableSpec("w", 64, 4), TableSpec("v", 5, 1, "float64")]

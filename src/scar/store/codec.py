@@ -10,12 +10,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numba import njit
 
-from .format import Aux, AuxArray, Segment, Table, checksum, corrupt
+from .format import (
+    Aux,
+    AuxArray,
+    Segment,
+    Table,
+    bitmap_bytes,
+    checksum,
+    corrupt,
+    id_coding_for,
+)
 
 ZSTD_LEVEL = 1
 PAYS = 0.9  # compress a segment only if that saves at least 10 %
 PROBE = 1 << 16  # a segment over 8 of these is compressed only if 4 samples of this size pay
+
+
+@njit(cache=True, nogil=True)
+def _ids_to_bitmap(ids, lo, nbytes):
+    """Bit ``i`` (of byte i // 8, least significant first) set for each row ``lo + i``."""
+    bits = np.zeros(nbytes, np.uint8)
+    for r in ids:
+        i = r - lo
+        bits[i >> 3] |= np.uint8(1 << (i & 7))
+    return bits
 
 
 def _zstd():
@@ -64,9 +84,14 @@ def build_segment(
     """The manifest entry and the bytes (a list of buffers) of one segment. ``ids`` None: the
     segment holds every row of chunk ``c``; ``iters`` None: every row was saved at
     ``iteration``."""
-    index = []
+    index, coding = [], "list"
     if ids is not None:
-        index.append(np.ascontiguousarray(ids, dtype="<i8"))
+        lo, n = table.chunks[c], table.chunk_rows(c)
+        coding = id_coding_for(len(ids), n)
+        if coding == "bitmap":
+            index.append(_ids_to_bitmap(np.asarray(ids, np.int64), lo, bitmap_bytes(n)))
+        else:
+            index.append(np.ascontiguousarray(ids, dtype="<i8"))
     if iters is not None:
         index.append(np.ascontiguousarray(iters, dtype="<i8"))
     vals = np.ascontiguousarray(values, dtype=table.stored_dtype)
@@ -94,6 +119,7 @@ def build_segment(
         index_crc=checksum(*index_bufs),
         values_bytes=sum(len(b) for b in values_bufs),
         values_crc=checksum(*values_bufs),
+        id_coding=coding,
     )
     return seg, index_bufs + values_bufs
 
@@ -128,12 +154,18 @@ def decode_index(data: bytes, seg: Segment, table: Table) -> tuple[np.ndarray, n
     lo, hi = table.chunks[seg.chunk], table.chunks[seg.chunk + 1]
     if seg.dense and not seg.row_iters:
         return np.arange(lo, hi, dtype=np.int64), None
-    raw = np.frombuffer(_expand(data, seg.codec, seg.index_raw(), seg.path, "index"), "<i8")
-    n = seg.rows
+    raw = _expand(data, seg.codec, seg.index_raw(hi - lo), seg.path, "index")
+    n, k = seg.rows, seg.ids_raw(hi - lo)
+    iters = np.frombuffer(raw, "<i8", offset=k) if seg.row_iters else None
     if seg.dense:
-        ids, iters = np.arange(lo, hi, dtype=np.int64), raw
+        ids = np.arange(lo, hi, dtype=np.int64)
+    elif seg.id_coding == "bitmap":
+        bits = np.unpackbits(np.frombuffer(raw, np.uint8, count=k), bitorder="little")
+        ids = bits.view(bool).nonzero()[0] + lo
+        if ids.size != n or (n and ids[-1] >= hi):
+            raise corrupt(seg.path, f"{seg.path}: row bitmap does not hold {n} rows of its chunk")
     else:
-        ids, iters = raw[:n].astype(np.int64), (raw[n:] if seg.row_iters else None)
+        ids = np.frombuffer(raw, "<i8", count=n).astype(np.int64)
         if ids[0] < lo or ids[-1] >= hi or (n > 1 and not (np.diff(ids) > 0).all()):
             raise corrupt(seg.path, f"{seg.path}: row ids are not sorted rows of its chunk")
     if iters is not None and (iters.max() > seg.iteration or iters.min() < -1):

@@ -12,8 +12,9 @@ A manifest is one header line ``SCAR-MANIFEST <format> <crc32c> <body bytes>`` a
 segment that holds the latest saved value of some row as of its version (older segments
 included), in the order in which they override each other, so reading one manifest is enough to
 resolve every row. A segment file is two sections,
-each with its size and CRC-32C in the manifest: an *index* section (int64 row ids, omitted for
-a dense segment covering its whole chunk; then int64 per-row iterations for merged segments) and
+each with its size and CRC-32C in the manifest: an *index* section (the row ids - sorted int64s,
+or a bitmap of the chunk's rows where that is smaller; omitted for a dense segment covering its
+whole chunk - then int64 per-row iterations for merged segments) and
 a *values* section (rows x width, little-endian, the table's dtype). With the ``zstd`` codec each
 section is zstd-compressed, the values byte-shuffled first. Nothing is ever unpickled: arrays are
 raw bytes whose dtype and shape come from the (validated) manifest.
@@ -35,7 +36,9 @@ from ..errors import CorruptCheckpointError, StoreError
 from .base import TableSpec
 
 FORMAT = "scar-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added bitmap row ids (id_coding); format 1 stores are still read
+READABLE_FORMATS = (1, 2)
+ID_CODINGS = ("list", "bitmap")
 MAGIC = b"SCAR-MANIFEST"
 MANIFEST_DIR = "manifests"
 DATA_DIR = "data"
@@ -136,13 +139,30 @@ class Segment:
     index_crc: str
     values_bytes: int
     values_crc: str
+    id_coding: str = "list"  # row ids as sorted int64s, or a bitmap over the chunk's rows
 
     @property
     def nbytes(self) -> int:
         return self.index_bytes + self.values_bytes
 
-    def index_raw(self) -> int:
-        return self.rows * 8 * ((not self.dense) + self.row_iters)
+    def ids_raw(self, chunk_rows: int) -> int:
+        """Bytes of the (uncompressed) row ids in the index section."""
+        if self.dense:
+            return 0
+        return bitmap_bytes(chunk_rows) if self.id_coding == "bitmap" else 8 * self.rows
+
+    def index_raw(self, chunk_rows: int) -> int:
+        return self.ids_raw(chunk_rows) + 8 * self.rows * self.row_iters
+
+
+def bitmap_bytes(chunk_rows: int) -> int:
+    return -(-chunk_rows // 8)
+
+
+def id_coding_for(rows: int, chunk_rows: int) -> str:
+    """The smaller coding of ``rows`` sorted ids of a chunk: a bitmap once they are more than
+    1/64 of its rows (a priority checkpoint of 1/8 of the rows: 8x smaller than int64 ids)."""
+    return "bitmap" if bitmap_bytes(chunk_rows) < 8 * rows else "list"
 
 
 @dataclass(frozen=True)
@@ -222,8 +242,11 @@ def decode_manifest(data: bytes, name: str) -> Manifest:
         raise bad(f"truncated or padded: body is {len(body)} bytes, header says {size}")
     if checksum(_covered(fmt, size), body) != crc:
         raise bad("checksum mismatch")
-    if fmt != FORMAT_VERSION:
-        raise StoreError(f"{name}: store format {fmt} is not supported (this scar reads 1)")
+    if fmt not in READABLE_FORMATS:
+        raise StoreError(
+            f"{name}: store format {fmt} is not supported "
+            f"(this scar reads {', '.join(map(str, READABLE_FORMATS))})"
+        )
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -331,6 +354,9 @@ def _segment(s: Any, w: str, tables: list[Table], version: int) -> Segment:
     codec = _get(s, "codec", str, w)
     if codec not in CODECS:
         raise _Invalid(f"{w}: unknown codec {codec!r}")
+    coding = _get(s, "id_coding", str, w) if "id_coding" in s else "list"  # format 1: list
+    if coding not in ID_CODINGS or (coding == "bitmap" and dense):
+        raise _Invalid(f"{w}: bad id_coding {coding!r}")
     seg = Segment(
         check_path(_get(s, "path", str, w)),
         t,
@@ -345,9 +371,11 @@ def _segment(s: Any, w: str, tables: list[Table], version: int) -> Segment:
         _crc(s, "index_crc", w),
         _int(s, "values_bytes", 0, MAX_BYTES, w),
         _crc(s, "values_crc", w),
+        coding,
     )
     if codec == "raw" and (
-        seg.index_bytes != seg.index_raw() or seg.values_bytes != rows * table.row_bytes
+        seg.index_bytes != seg.index_raw(table.chunk_rows(c))
+        or seg.values_bytes != rows * table.row_bytes
     ):
         raise _Invalid(f"{w}: section sizes do not match {rows} rows of table {table.name!r}")
     return seg
