@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from numba import njit
 
 from .format import (
     Aux,
     AuxArray,
     Segment,
     Table,
-    bitmap_bytes,
     checksum,
     corrupt,
     id_coding_for,
@@ -26,16 +24,6 @@ from .format import (
 ZSTD_LEVEL = 1
 PAYS = 0.9  # compress a segment only if that saves at least 10 %
 PROBE = 1 << 16  # a segment over 8 of these is compressed only if 4 samples of this size pay
-
-
-@njit(cache=True, nogil=True)
-def _ids_to_bitmap(ids, lo, nbytes):
-    """Bit ``i`` (of byte i // 8, least significant first) set for each row ``lo + i``."""
-    bits = np.zeros(nbytes, np.uint8)
-    for r in ids:
-        i = r - lo
-        bits[i >> 3] |= np.uint8(1 << (i & 7))
-    return bits
 
 
 def _zstd():
@@ -89,7 +77,9 @@ def build_segment(
         lo, n = table.chunks[c], table.chunk_rows(c)
         coding = id_coding_for(len(ids), n)
         if coding == "bitmap":
-            index.append(_ids_to_bitmap(np.asarray(ids, np.int64), lo, bitmap_bytes(n)))
+            mask = np.zeros(n, bool)
+            mask[np.asarray(ids) - lo] = True
+            index.append(np.packbits(mask, bitorder="little"))
         else:
             index.append(np.ascontiguousarray(ids, dtype="<i8"))
     if iters is not None:

@@ -10,39 +10,10 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from numba import njit
 
 from .format import Segment, Table
 
-_DENSE_UIDS = 1 << 20  # count losses in an array while the live uids span at most this many
-
-
-@njit(cache=True, nogil=True)
-def _count_owners(owner, rows, lo, counts):
-    """counts[u - lo] += rows (of ``rows``) owned by uid u, in one pass, no temporaries."""
-    for r in rows:
-        o = owner[r]
-        if o >= 0:
-            counts[o - lo] += 1
-
-
-@njit(cache=True, nogil=True)
-def _count_owners_range(owner, start, end, lo, counts):
-    for r in range(start, end):
-        o = owner[r]
-        if o >= 0:
-            counts[o - lo] += 1
-
-
-@njit(cache=True, nogil=True)
-def _assign(owner, pos, iters, rows, uid, iteration, row_iters):
-    """Rows ``rows`` now belong to segment ``uid`` (at its positions 0..), saved at
-    ``iteration`` or, if given, at ``row_iters``."""
-    for i in range(rows.size):
-        r = rows[i]
-        owner[r] = uid
-        pos[r] = i
-        iters[r] = row_iters[i] if row_iters.size else iteration
+_DENSE_UIDS = 1 << 20  # count losses with bincount while the live uids span at most this many
 
 
 # An update: a new segment with its row ids (None: every row of its chunk) and per-row
@@ -81,12 +52,10 @@ class LiveSet:
             return lost
         counts = np.zeros(self._uid - lo, np.int64)
         for seg, ids, _ in updates:
-            owner = self.owner[seg.table]
-            if ids is None:
-                t = self.tables[seg.table]
-                _count_owners_range(owner, t.chunks[seg.chunk], t.chunks[seg.chunk + 1], lo, counts)
-            else:
-                _count_owners(owner, ids, lo, counts)
+            old = self.owner[seg.table][self._rows(seg, ids)]
+            old = old[old >= 0]
+            if old.size:  # uids are dense: count without sorting
+                counts += np.bincount(old - lo, minlength=counts.size)
         uids = np.flatnonzero(counts)
         return Counter(dict(zip((uids + lo).tolist(), counts[uids].tolist(), strict=True)))
 
@@ -101,15 +70,10 @@ class LiveSet:
         for seg, ids, iters in updates:
             uid = self._uid
             self._uid += 1
-            t = seg.table
-            if ids is None:
-                rows = self._rows(seg, ids)
-                self.owner[t][rows] = uid
-                self.pos[t][rows] = np.arange(seg.rows, dtype=np.int32)
-                self.iters[t][rows] = seg.iteration if iters is None else iters
-            else:
-                it = np.empty(0, np.int64) if iters is None else np.asarray(iters, np.int64)
-                _assign(self.owner[t], self.pos[t], self.iters[t], ids, uid, seg.iteration, it)
+            rows = self._rows(seg, ids)
+            self.owner[seg.table][rows] = uid
+            self.pos[seg.table][rows] = np.arange(seg.rows, dtype=np.int32)
+            self.iters[seg.table][rows] = seg.iteration if iters is None else iters
             self.segments[uid] = seg
             self.owned[uid] = seg.rows
             self.per_chunk[seg.table, seg.chunk] += 1
