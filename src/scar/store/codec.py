@@ -20,6 +20,7 @@ from .format import (
     corrupt,
     id_coding_for,
 )
+from .index import COMPILED_ROWS
 
 ZSTD_LEVEL = 1
 PAYS = 0.9  # compress a segment only if that saves at least 10 %
@@ -77,9 +78,15 @@ def build_segment(
         lo, n = table.chunks[c], table.chunk_rows(c)
         coding = id_coding_for(len(ids), n)
         if coding == "bitmap":
-            mask = np.zeros(n, bool)
-            mask[np.asarray(ids) - lo] = True
-            index.append(np.packbits(mask, bitorder="little"))
+            ids = np.asarray(ids, np.int64)
+            if ids.size >= COMPILED_ROWS:
+                from . import _kernels
+
+                index.append(_kernels.ids_to_bitmap(ids, lo, -(-n // 8)))
+            else:
+                mask = np.zeros(n, bool)
+                mask[ids - lo] = True
+                index.append(np.packbits(mask, bitorder="little"))
         else:
             index.append(np.ascontiguousarray(ids, dtype="<i8"))
     if iters is not None:

@@ -13,7 +13,8 @@ import numpy as np
 
 from .format import Segment, Table
 
-_DENSE_UIDS = 1 << 20  # count losses with bincount while the live uids span at most this many
+_DENSE_UIDS = 1 << 20  # count losses in an array while the live uids span at most this many
+COMPILED_ROWS = 1 << 16  # sparse updates of at least this many rows use the compiled loops
 
 
 # An update: a new segment with its row ids (None: every row of its chunk) and per-row
@@ -50,11 +51,16 @@ class LiveSet:
                 uids, counts = np.unique(old[old >= 0], return_counts=True)
                 lost.update(dict(zip(uids.tolist(), counts.tolist(), strict=True)))
             return lost
-        counts = np.zeros(self._uid - lo, np.int64)
+        counts = np.zeros(self._uid - lo, np.int64)  # uids are dense: count without sorting
         for seg, ids, _ in updates:
+            if ids is not None and ids.size >= COMPILED_ROWS:
+                from . import _kernels
+
+                _kernels.count_owners(self.owner[seg.table], ids, lo, counts)
+                continue
             old = self.owner[seg.table][self._rows(seg, ids)]
             old = old[old >= 0]
-            if old.size:  # uids are dense: count without sorting
+            if old.size:
                 counts += np.bincount(old - lo, minlength=counts.size)
         uids = np.flatnonzero(counts)
         return Counter(dict(zip((uids + lo).tolist(), counts[uids].tolist(), strict=True)))
@@ -70,10 +76,19 @@ class LiveSet:
         for seg, ids, iters in updates:
             uid = self._uid
             self._uid += 1
-            rows = self._rows(seg, ids)
-            self.owner[seg.table][rows] = uid
-            self.pos[seg.table][rows] = np.arange(seg.rows, dtype=np.int32)
-            self.iters[seg.table][rows] = seg.iteration if iters is None else iters
+            t = seg.table
+            if ids is not None and ids.size >= COMPILED_ROWS:
+                from . import _kernels
+
+                it = np.empty(0, np.int64) if iters is None else np.asarray(iters, np.int64)
+                _kernels.assign(
+                    self.owner[t], self.pos[t], self.iters[t], ids, uid, seg.iteration, it
+                )
+            else:
+                rows = self._rows(seg, ids)
+                self.owner[t][rows] = uid
+                self.pos[t][rows] = np.arange(seg.rows, dtype=np.int32)
+                self.iters[t][rows] = seg.iteration if iters is None else iters
             self.segments[uid] = seg
             self.owned[uid] = seg.rows
             self.per_chunk[seg.table, seg.chunk] += 1
