@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from .policies import Policy
-from .recovery import Recovery, check_mode, check_shards, fail, recover
+from .recovery import Recovery, check_mode, check_shards, fail, lost_rows, recover
 from .state import State
 from .store.base import CheckpointStore, SaveResult, specs_of
 from .store.memory import MemoryStore
@@ -110,8 +110,8 @@ class Checkpointer:
         rec = recover(self.state, self.store, shards, mode)
         if self._saved is not None:
             # The restored rows now equal their saved values.
-            rows = self.state.rows_of(shards) if mode == "partial" else None
+            rows = lost_rows(self.state, shards) if mode == "partial" else None
             for name, live in self.state.items():
-                ids = slice(None) if rows is None else rows[name]
+                ids = slice(None) if rows is None or rows[name] is None else rows[name]
                 self._saved[name][ids] = live[ids]
         return rec

@@ -48,6 +48,14 @@ def check_shards(state: State, shards: Iterable[int]) -> list[int]:
     return shards
 
 
+def lost_rows(state: State, shards: list[int]) -> dict[str, np.ndarray | None]:
+    """The row ids of ``shards`` per table; None (every row, read as whole chunks without a
+    list of ids) when they are all the shards."""
+    if len(shards) == state.n_shards:
+        return {name: None for name in state}
+    return state.rows_of(shards)
+
+
 def fail(state: State, lost_shards: Iterable[int]) -> dict[str, np.ndarray]:
     """Destroy the rows of ``lost_shards`` in every table; return the lost row ids per table."""
     lost = state.rows_of(check_shards(state, lost_shards))
@@ -84,7 +92,7 @@ def recover(
     check_mode(mode)
     shards = check_shards(state, lost_shards)
     if mode == "partial":
-        counts, nbytes = restore_rows(state, store, state.rows_of(shards))
+        counts, nbytes = restore_rows(state, store, lost_rows(state, shards))
         return Recovery(mode, shards, counts, nbytes, None)
     latest = store.latest()
     if latest is None:

@@ -21,14 +21,12 @@ def count_owners(owner, rows, lo, counts):
 
 
 @njit(cache=True, nogil=True)
-def assign(owner, pos, iters, rows, uid, iteration, row_iters):
-    """Rows ``rows`` now belong to segment ``uid`` (at its positions 0..), saved at
-    ``iteration`` or, if given (non-empty), at ``row_iters``."""
+def assign(owner, pos, rows, uid):
+    """Rows ``rows`` now belong to the sparse segment ``uid``, at its positions 0, 1, ..."""
     for i in range(rows.size):
         r = rows[i]
         owner[r] = uid
         pos[r] = i
-        iters[r] = row_iters[i] if row_iters.size else iteration
 
 
 @njit(cache=True, nogil=True)

@@ -124,7 +124,7 @@ class Committing:
             warnings.warn(f"compaction skipped: {e}", CheckpointWarning, stacklevel=2)
             return None
         merged[ids - lo] = values
-        iters = live.iters[t][lo:hi].copy()
+        iters = live.iterations(t, slice(lo, hi))
         iters[ids - lo] = iteration
         keep = have
         keep[ids - lo] = True

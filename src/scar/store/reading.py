@@ -237,14 +237,14 @@ class Reading:
             where = np.arange(n)
         if where.size:
             rows = where if ids is None else ids[where]
-            owner, pos = live.owner[t][rows], live.pos[t][rows]
+            owner = live.owner[t][rows]
             order = np.argsort(owner, kind="stable")
             uids, starts = np.unique(owner[order], return_index=True)
             for uid, a, z in zip(uids, starts, [*starts[1:], len(order)], strict=True):
                 if uid < 0:
                     continue
-                sel = order[a:z]
-                out[where[sel]] = self._values(live.segments[int(uid)])[pos[sel]]
+                sel, seg = order[a:z], live.segments[int(uid)]
+                out[where[sel]] = self._values(seg)[live.positions(t, rows[sel], seg)]
         return out
 
     def _check_lost(self, live: LiveSet, t: int, rows) -> None:

@@ -223,7 +223,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
             live, t = self._index(), self._table_index(table)
             rows = slice(None) if row_ids is None else np.asarray(row_ids, np.int64)
             self._check_lost(live, t, rows)
-            return live.iters[t][rows].copy()
+            return live.iterations(t, rows)
 
         return self._with_fallback(get)
 

@@ -115,7 +115,7 @@ def describe(store: DurableStore) -> dict[str, Any]:
     view = store._view
     tables = []
     for t, table in enumerate(view.tables):
-        iters = live.iters[t]
+        iters = live.iterations(t, slice(None))
         saved = iters[iters >= 0]
         segs = [s for s in view.segments if s.table == t]
         tables.append(
