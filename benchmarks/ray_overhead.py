@@ -50,6 +50,7 @@ import numpy as np
 
 from scar.runtime import TrainConfig, Trainer, build_split
 from scar.runtime.ray_ps import RayCluster
+from scar.store.writer import PRIORITIES
 
 CONFIGS = ("none", "full", "priority")
 STATS = (
@@ -186,7 +187,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=200_000)
     ap.add_argument("--period", type=int, default=16)
     ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--save-priority", choices=("idle", "normal"), default="idle")
+    ap.add_argument("--save-priority", choices=PRIORITIES, default="idle")
     a = ap.parse_args()
     if a.block % a.period:
         ap.error("--block must be a multiple of --period (equal saves in every block)")

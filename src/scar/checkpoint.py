@@ -110,8 +110,8 @@ class Checkpointer:
         rec = recover(self.state, self.store, shards, mode)
         if self._saved is not None:
             # The restored rows now equal their saved values.
-            rows = lost_rows(self.state, shards) if mode == "partial" else None
+            rows = lost_rows(self.state, shards) if mode == "partial" else dict.fromkeys(self.state)
             for name, live in self.state.items():
-                ids = slice(None) if rows is None or rows[name] is None else rows[name]
+                ids = slice(None) if rows[name] is None else rows[name]
                 self._saved[name][ids] = live[ids]
         return rec

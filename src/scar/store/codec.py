@@ -16,6 +16,7 @@ from .format import (
     AuxArray,
     Segment,
     Table,
+    bitmap_bytes,
     checksum,
     corrupt,
     id_coding_for,
@@ -82,7 +83,7 @@ def build_segment(
             if ids.size >= COMPILED_ROWS:
                 from . import _kernels
 
-                index.append(_kernels.ids_to_bitmap(ids, lo, -(-n // 8)))
+                index.append(_kernels.ids_to_bitmap(ids, lo, bitmap_bytes(n)))
             else:
                 mask = np.zeros(n, bool)
                 mask[ids - lo] = True
