@@ -58,12 +58,10 @@ class LiveSet:
         """The iteration each of ``rows`` (ids or a slice) of table ``t`` was saved at; -1:
         never saved, or only in a bad segment."""
         own = self.owner[t][rows]
-        out = np.full(own.shape, -1, np.int64)
-        saved = own >= 0
-        out[saved] = self._iteration[own[saved]]
+        out = np.where(own >= 0, self._iteration.take(own, mode="clip"), -1)  # no boolean masks
         per = out == PER_ROW
         if per.any():
-            out[per] = self.row_iters[t][rows][per]
+            out = np.where(per, self.row_iters[t][rows], out)
         return out
 
     def positions(self, t: int, rows: np.ndarray, seg: Segment) -> np.ndarray:

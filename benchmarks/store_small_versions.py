@@ -1,0 +1,147 @@
+"""CPU per version of small sparse checkpoints (what a priority policy writes, every few
+iterations) vs raw writes of the same files with the same fsyncs.
+
+    .venv/bin/python benchmarks/store_small_versions.py [--rows 262144] [--fraction 0.125]
+        [--versions 160] [--rounds 3] [--dir .]
+
+A table of ``--rows`` float32 rows (one shard of the sparse LR benchmark); each version saves a
+random ``--fraction`` of its rows (synchronous writes, fsync on, ``keep_last`` 3, compaction
+every 16 versions: the store's defaults). Measured per version, as CPU time of the process
+(the kernel's work for the writes and fsyncs included):
+
+* ``store``: the store (checksums, bitmap coding of row ids, the live-set index, the
+  manifest, compaction, retention);
+* ``raw``: the floor - the same two files per version (the segment's bytes and a 4 KB
+  manifest) written to new names with plain ``write``, the segment and the temporary manifest
+  fsynced, the manifest renamed into place and its directory fsynced, and the files of the
+  version three back deleted. No checksums, index, compaction or bitmap coding.
+
+The rounds alternate the two; medians. Prints one line per round and, last, one JSON object
+with ``store / raw``, the store's CPU over the floor's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+# benchmarks/select.py would shadow the standard library's `select`: drop this script's folder.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]  # fmt: skip
+
+import numpy as np  # noqa: E402
+
+from scar.store import DurableStore, TableSpec  # noqa: E402
+
+
+def fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def saves(rows: int, fraction: float, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    k = max(1, int(rows * fraction))
+    out = []
+    for _ in range(n):
+        ids = np.sort(rng.choice(rows, k, replace=False)).astype(np.int64)
+        out.append((ids, rng.standard_normal((k, 1)).astype(np.float32)))
+    return out
+
+
+def run_store(root: str, rows: int, versions) -> float:
+    """CPU seconds per version of the store (after a base save and 16 warm-up versions)."""
+    with DurableStore(os.path.join(root, "s")) as s:
+        s.open([TableSpec("w", rows, 1, "float32")])
+        s.save(0, {"w": (None, np.zeros((rows, 1), np.float32))})
+        warm, timed = versions[:16], versions[16:]
+        for i, (ids, vals) in enumerate(warm):
+            s.save(i + 1, {"w": (ids, vals)})
+        c0 = time.process_time()
+        for i, (ids, vals) in enumerate(timed):
+            s.save(i + 17, {"w": (ids, vals)})
+        return (time.process_time() - c0) / len(timed)
+
+
+def run_raw(root: str, versions) -> float:
+    data, man = os.path.join(root, "data"), os.path.join(root, "manifests")
+    os.makedirs(data)
+    os.makedirs(man)
+    manifest = b"x" * 4096
+
+    def write(path: str, b) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            mv = memoryview(b).cast("B")
+            while len(mv):
+                mv = mv[os.write(fd, mv) :]
+        finally:
+            os.close(fd)
+
+    def one(v: int, ids: np.ndarray, vals: np.ndarray) -> None:
+        seg, tmp = f"{data}/v{v}.seg", f"{man}/.v{v}.tmp"
+        write(seg, np.concatenate([ids.view(np.uint8), vals.view(np.uint8).ravel()]))
+        write(tmp, manifest)
+        for p in (seg, data, tmp):
+            fsync_path(p)
+        os.replace(tmp, f"{man}/v{v}.json")
+        fsync_path(man)
+        if v >= 3:
+            os.unlink(f"{data}/v{v - 3}.seg")
+            os.unlink(f"{man}/v{v - 3}.json")
+
+    for v, (ids, vals) in enumerate(versions[:16]):
+        one(v, ids, vals)
+    c0 = time.process_time()
+    for v, (ids, vals) in enumerate(versions[16:], start=16):
+        one(v, ids, vals)
+    return (time.process_time() - c0) / (len(versions) - 16)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=262144)
+    ap.add_argument("--fraction", type=float, default=0.125)
+    ap.add_argument("--versions", type=int, default=160)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dir", default=".")
+    a = ap.parse_args()
+    if a.versions <= 16 or not 0 < a.fraction <= 1 or a.rows < 1 or a.rounds < 1:
+        ap.error("need --versions > 16, 0 < --fraction <= 1, --rows >= 1, --rounds >= 1")
+    versions = saves(a.rows, a.fraction, a.versions)
+    res: dict[str, list[float]] = {"store": [], "raw": []}
+    for r in range(a.rounds):
+        for name in list(res)[r % 2 :] + list(res)[: r % 2]:
+            root = tempfile.mkdtemp(prefix="scar-small-", dir=a.dir)
+            try:
+                if name == "raw":
+                    res[name].append(run_raw(root, versions))
+                else:
+                    res[name].append(run_store(root, a.rows, versions))
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+        print({k: round(1000 * v[-1], 3) for k, v in res.items()}, flush=True)
+    med = {k: statistics.median(v) for k, v in res.items()}
+    print(
+        json.dumps(
+            {
+                "benchmark": "store_small_versions",
+                "rows": a.rows,
+                "rows_per_version": int(a.rows * a.fraction),
+                "cpu_ms_per_version": {k: round(1000 * v, 3) for k, v in med.items()},
+                "store_over_raw": round(med["store"] / med["raw"], 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
