@@ -149,10 +149,10 @@ def test_a_commit_whose_last_flush_failed_is_kept_and_its_number_never_reused(
     s = with_ones_saved(url, async_writes)
     real = s.backend._fsync_all
 
-    def failing(rels):
+    def failing(rels, concurrent=False):
         if rels == ["manifests"]:
             raise OSError(5, "Input/output error")
-        real(rels)
+        real(rels, concurrent)
 
     s.backend._fsync_all = failing
     with pytest.raises(StoreError, match="Input/output error"):
@@ -494,13 +494,18 @@ def test_zstd_is_tried_on_a_sample_before_a_whole_segment(url, monkeypatch):
     np.testing.assert_array_equal(r.read_rows("zeros"), zeros)
 
 
-def test_creating_a_store_flushes_its_new_directories(tmp_path, monkeypatch):
+@pytest.mark.parametrize("large", [False, True])
+def test_creating_a_store_flushes_its_new_directories(tmp_path, monkeypatch, large):
     """After a power cut, a new store's folders must still be there: their parents' entries are
-    fsynced when they are created (and every commit fsyncs the folders it writes to)."""
+    fsynced when they are created (and every commit fsyncs the folders it writes to), whether
+    the batch is flushed file by file (small) or concurrently, after early write-back (large)."""
     import os
+
+    from scar.store import backends
 
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc to name fsynced files")
+    monkeypatch.setattr(backends, "LARGE_BATCH", 1 if large else 1 << 40)
     synced, real = [], os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))  # fmt: skip
     root = tmp_path / "new" / "store"

@@ -38,7 +38,9 @@ class LiveSet:
         self.owner = [np.full(t.n_rows, -1, np.int32) for t in tables]  # segment uid
         self.pos = [np.zeros(t.n_rows, np.int32) for t in tables]  # place in a sparse segment
         self.row_iters = [np.zeros(t.n_rows, np.int64) for t in tables]  # of merged segments
-        self._iteration = np.empty(64, np.int64)  # uid -> iteration, PER_ROW, or -1 (bad)
+        # uid + 1 -> iteration, PER_ROW, or -1 (bad); [0] = -1 for "never saved" (uid -1), so
+        # that a row's iteration is one gather, _iteration[owner + 1]
+        self._iteration = np.full(64, -1, np.int64)
         self.segments: dict[int, Segment] = {}  # uid -> segment, in commit order
         self.owned: dict[int, int] = {}  # uid -> rows it still owns
         self.per_chunk: Counter = Counter()  # (table, chunk) -> live segments
@@ -49,16 +51,15 @@ class LiveSet:
         """A new segment uid, saved at ``iteration``."""
         uid = self._uid
         self._uid += 1
-        if uid >= self._iteration.size:
+        if uid + 1 >= self._iteration.size:
             self._iteration = np.concatenate([self._iteration, np.empty_like(self._iteration)])
-        self._iteration[uid] = iteration
+        self._iteration[uid + 1] = iteration
         return uid
 
     def iterations(self, t: int, rows) -> np.ndarray:
         """The iteration each of ``rows`` (ids or a slice) of table ``t`` was saved at; -1:
         never saved, or only in a bad segment."""
-        own = self.owner[t][rows]
-        out = np.where(own >= 0, self._iteration.take(own, mode="clip"), -1)  # no boolean masks
+        out = self._iteration[self.owner[t][rows] + 1]  # one gather (masks: 5x slower)
         per = out == PER_ROW
         if per.any():
             out = np.where(per, self.row_iters[t][rows], out)
