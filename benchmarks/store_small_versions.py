@@ -10,13 +10,17 @@ every 16 versions: the store's defaults). Measured per version, as CPU time of t
 (the kernel's work for the writes and fsyncs included):
 
 * ``store``: the store (checksums, bitmap coding of row ids, the live-set index, the
-  manifest, compaction, retention);
+  manifest, compaction, retention); ``store_no_compaction`` and ``store_no_fsync`` the same
+  without compaction or without fsyncs, to tell what those two cost; ``store_large_mode``
+  flushes every version as the store flushes one of 4 MB or more (each file's write-back
+  started as it is written, the fsyncs concurrent), to show what flushing a small version
+  file by file saves;
 * ``raw``: the floor - the same two files per version (the segment's bytes and a 4 KB
   manifest) written to new names with plain ``write``, the segment and the temporary manifest
   fsynced, the manifest renamed into place and its directory fsynced, and the files of the
   version three back deleted. No checksums, index, compaction or bitmap coding.
 
-The rounds alternate the two; medians. Prints one line per round and, last, one JSON object
+The rounds rotate the order; medians. Prints one line per round and, last, one JSON object
 with ``store / raw``, the store's CPU over the floor's.
 """
 
@@ -36,7 +40,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 
 import numpy as np  # noqa: E402
 
-from scar.store import DurableStore, TableSpec  # noqa: E402
+from scar.store import DurableStore, TableSpec, backends  # noqa: E402
 
 
 def fsync_path(path: str) -> None:
@@ -57,9 +61,10 @@ def saves(rows: int, fraction: float, n: int, seed: int = 0):
     return out
 
 
-def run_store(root: str, rows: int, versions) -> float:
+def run_store(root: str, rows: int, versions, compact: bool = True, fsync: bool = True) -> float:
     """CPU seconds per version of the store (after a base save and 16 warm-up versions)."""
-    with DurableStore(os.path.join(root, "s")) as s:
+    opts = {"fsync": fsync} if compact else {"fsync": fsync, "compact_after": 10**9}
+    with DurableStore(os.path.join(root, "s"), **opts) as s:
         s.open([TableSpec("w", rows, 1, "float32")])
         s.save(0, {"w": (None, np.zeros((rows, 1), np.float32))})
         warm, timed = versions[:16], versions[16:]
@@ -117,15 +122,26 @@ def main() -> None:
     if a.versions <= 16 or not 0 < a.fraction <= 1 or a.rows < 1 or a.rounds < 1:
         ap.error("need --versions > 16, 0 < --fraction <= 1, --rows >= 1, --rounds >= 1")
     versions = saves(a.rows, a.fraction, a.versions)
-    res: dict[str, list[float]] = {"store": [], "raw": []}
+    LARGE_BATCH = backends.LARGE_BATCH
+    names = ("store", "raw", "store_no_compaction", "store_no_fsync", "store_large_mode")
+    res: dict[str, list[float]] = {n: [] for n in names}
     for r in range(a.rounds):
-        for name in list(res)[r % 2 :] + list(res)[: r % 2]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             root = tempfile.mkdtemp(prefix="scar-small-", dir=a.dir)
             try:
+                backends.LARGE_BATCH = 0 if name == "store_large_mode" else LARGE_BATCH
                 if name == "raw":
                     res[name].append(run_raw(root, versions))
                 else:
-                    res[name].append(run_store(root, a.rows, versions))
+                    res[name].append(
+                        run_store(
+                            root,
+                            a.rows,
+                            versions,
+                            compact=name != "store_no_compaction",
+                            fsync=name != "store_no_fsync",
+                        )
+                    )
             finally:
                 shutil.rmtree(root, ignore_errors=True)
         print({k: round(1000 * v[-1], 3) for k, v in res.items()}, flush=True)
@@ -138,6 +154,7 @@ def main() -> None:
                 "rows_per_version": int(a.rows * a.fraction),
                 "cpu_ms_per_version": {k: round(1000 * v, 3) for k, v in med.items()},
                 "store_over_raw": round(med["store"] / med["raw"], 2),
+                "large_mode_over_store": round(med["store_large_mode"] / med["store"], 2),
             }
         )
     )
