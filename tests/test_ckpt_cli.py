@@ -139,6 +139,32 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "x.npz").exists()
 
 
+@pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "file://", "memory://", " "])
+def test_a_url_that_names_no_store_is_one_line_and_exit_2(capsys, url):
+    code, _, err = scar(capsys, "ckpt", "ls", url)
+    assert code == 2
+    one_error_line(err, "not a store URL")
+
+
+def test_an_s3_endpoint_that_does_not_answer_is_one_line_and_exit_2(capsys, monkeypatch):
+    """The SDK's own errors (here: connection refused) name the store, not a traceback."""
+    import socket
+
+    import s3fs
+
+    with socket.socket() as sock:  # a port on 127.0.0.1 that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    s3fs.S3FileSystem.clear_instance_cache()  # none made for the test server may be reused
+    try:
+        code, _, err = scar(capsys, "ckpt", "ls", "s3://bucket/run")
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert code == 2
+    one_error_line(err, "cannot read checkpoint store s3://bucket/run: EndpointConnectionError")
+
+
 def test_experiment_writes_and_reads_through_the_store(tmp_path, capsys, monkeypatch):
     args = ["experiment", "--model", "mlr", "--dataset", "digits", "--optimizer", "sgd"]
     args += ["--lost-shards", "2", "--checkpoint", "priority", "--fail-at", "10", "--trials", "1"]

@@ -43,6 +43,8 @@ BAD = [
     (["--model", "lda", "--dataset", "reuters", "--optimizer", "sgd"], "--optimizer"),
     (["--model", "mf", "--dataset", "movielens-100k", "--lr", "0.1"], "lr"),
     (["--model", "sparse-lr", "--rank", "3", "--examples", "100"], "rank"),
+    (["--store", "s3://"], "--store"),
+    (["--store", "memory://"], "--store"),
 ]
 
 

@@ -6,11 +6,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
 from ..experiments.models import MODEL_DATASETS, MODEL_OPTIMIZERS
 from ..policies import POLICIES
 from ..recovery import RECOVERY_MODES
 from ..state import SHARDING_SCHEMES
+from ..store.backends import check_url
 from ..store.writer import PRIORITIES
 
 RUNTIMES = ("local", "ray")
@@ -65,6 +66,11 @@ class TrainConfig:
             self.fraction = 0.125 if self.fraction is None else self.fraction
             if math.isnan(self.fraction) or not 0 < self.fraction <= 1:
                 raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction:g}")
+        if self.store is not None:
+            try:
+                check_url(self.store)
+            except StoreError as e:
+                raise ConfigError(f"--store: {e}") from None
         if self.kill_at is not None and self.kill_every is not None:
             raise ConfigError(
                 "give either --kill-at (with --kill-shards) or --kill-every, not both"

@@ -329,6 +329,35 @@ class LocalBackend:
         return None  # an flock dies with its process: there is never a stale one
 
 
+_SDKS = ("botocore", "aiobotocore", "s3fs", "aiohttp")
+
+
+class _OSErrors:
+    """A filesystem whose calls raise the errors of the cloud SDK under it (no credentials, an
+    endpoint that does not answer, a refused request) as ``OSError``, like fsspec's own: every
+    backend method turns those into a :class:`StoreError` naming the store."""
+
+    def __init__(self, fs) -> None:
+        self._fs = fs
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._fs, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except OSError:
+                raise
+            except Exception as e:
+                if type(e).__module__.split(".", 1)[0] in _SDKS:
+                    raise OSError(errno.EIO, f"{type(e).__name__}: {e}") from e
+                raise
+
+        return call
+
+
 class FsspecBackend:
     """Any fsspec filesystem: ``memory://``, ``s3://`` (through s3fs), ..."""
 
@@ -341,9 +370,10 @@ class FsspecBackend:
         if url.startswith(("s3://", "s3a://")):
             opts.setdefault("use_listings_cache", False)
         try:
-            self.fs, root = fsspec.core.url_to_fs(url, **opts)
+            fs, root = fsspec.core.url_to_fs(url, **opts)
         except (ImportError, ValueError) as e:
             raise StoreError(f"cannot open checkpoint store {url}: {e}") from None
+        self.fs = _OSErrors(fs)
         self.root = root.rstrip("/")
         self.url = url.rstrip("/")
         self._token: str | None = None
@@ -385,11 +415,13 @@ class FsspecBackend:
             found = self.fs.find(self._p(sub))
         except FileNotFoundError:
             return []
+        except OSError as e:
+            raise self._wrap("list", e) from None
         n = len(self.root.lstrip("/")) + 1
         return sorted(p.lstrip("/")[n:] for p in found)
 
     def size(self, rel: str) -> int:
-        return int(self.fs.size(self._p(rel)))
+        return int(self.fs.size(self._p(rel)))  # FileNotFoundError: the caller's to handle
 
     def read(self, rel: str, start: int = 0, length: int | None = None) -> bytes:
         end = None if length is None else start + length
@@ -505,10 +537,25 @@ def _dead_here(owner: dict | None) -> bool:
     return False
 
 
+URL_FORMS = "a path, file://PATH, memory://NAME or s3://BUCKET[/PREFIX]"
+
+
+def check_url(url: str) -> str:
+    """``url`` if it names a store; else a StoreError that says what a store URL looks like."""
+    if not isinstance(url, str) or not url.strip():
+        raise StoreError(f"not a store URL: {url!r} (expected {URL_FORMS})")
+    if "://" in url:
+        scheme, rest = url.split("://", 1)
+        if not scheme or not rest.strip("/"):
+            raise StoreError(f"not a store URL: {url!r}: nothing after {scheme}:// ({URL_FORMS})")
+        if scheme in ("s3", "s3a") and not rest.split("/", 1)[0]:
+            raise StoreError(f"not a store URL: {url!r}: no bucket (s3://BUCKET[/PREFIX])")
+    return url
+
+
 def backend_for(url: str, storage_options: dict | None = None, fsync: bool = True):
     """The backend of a store URL: a plain path or ``file://`` is local, anything else fsspec."""
-    if not isinstance(url, str) or not url:
-        raise StoreError(f"not a store URL: {url!r}")
+    check_url(url)
     if url.startswith("file://"):
         return LocalBackend(url[len("file://") :], fsync)
     if "://" not in url:
