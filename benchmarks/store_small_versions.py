@@ -41,14 +41,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 import numpy as np  # noqa: E402
 
 from scar.store import DurableStore, TableSpec, backends  # noqa: E402
-
-
-def fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from scar.store.backends import fsync_path  # noqa: E402  (open, fsync, close: nothing more)
 
 
 def saves(rows: int, fraction: float, n: int, seed: int = 0):
