@@ -1,0 +1,136 @@
+# ruff: noqa: E402  (imports follow the sys.path fix below)
+"""A control for ray_overhead.py: what background work costs the iterations of the sparse LR
+run on this machine when that work is as harmless as it can be - at idle CPU priority, holding
+no lock the serving thread needs (numpy releases the GIL), never on the critical path.
+
+The shards checkpoint nothing here. Instead, at the iterations a priority(1/8) shard saves
+(every 2nd at ``--period 16``), each shard's save thread burns ``--burn-ms`` of CPU time, in
+one of two ways:
+
+* ``cache``: sorting a 20000-element array over and over (stays in the core's caches);
+* ``memory``: adding 1 to a 16 MB array over and over (streams through memory, as a
+  checkpoint's gathers, copies and index updates do).
+
+The overhead of each over a run with no background work is measured as ray_overhead.py does
+(interleaved blocks, ratio of total times, bootstrap 95 % interval). With ``--burn-ms`` set to
+the CPU that ray_overhead.py reports per priority save (save thread + store writer, per shard),
+the result is the overhead the checkpoint would have if it were ideal background work.
+
+    .venv/bin/python benchmarks/ray_background_control.py [--shards 4] [--burn-ms 4]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# benchmarks/select.py must not shadow the standard library's select module
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+
+import argparse
+import importlib.util
+import json
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from scar.runtime import Trainer, build_split, coordinator
+from scar.runtime.nodes import ShardServer
+from scar.runtime.ray_ps import RayCluster
+
+spec = importlib.util.spec_from_file_location("ray_overhead", os.path.join(HERE, "ray_overhead.py"))
+ro = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ro)
+
+KINDS = ("none", "cache", "memory")
+
+
+class BurningShard(ShardServer):
+    """A shard whose saves (after the base one) burn CPU instead of checkpointing. Defined in
+    this script, so Ray ships the class itself (with ``burn``) to the shard processes."""
+
+    burn: tuple[str, float] = ("cache", 0.0)
+
+    def _save(self, iteration: int, base: bool = False) -> int:
+        if base:
+            return super()._save(iteration, base)
+        kind, ms = self.burn
+        end = time.thread_time() + ms / 1000
+        if kind == "cache":
+            a = np.random.default_rng(iteration).standard_normal(20000)
+            while time.thread_time() < end:
+                np.sort(a)
+        else:
+            big = getattr(self, "_big", None)
+            if big is None:
+                big = self._big = np.zeros(4 << 20, np.float32)  # 16 MB
+            while time.thread_time() < end:
+                np.add(big, 1.0, out=big)
+        return 0
+
+
+def trainer(kind: str, a, split, cluster, store: str) -> Trainer:
+    cfg = ro.config("none" if kind == "none" else "priority", a.shards, a, store)
+    cls = type(f"Burn_{kind}", (BurningShard,), {"burn": (kind, a.burn_ms)})
+    coordinator.ShardServer = ShardServer if kind == "none" else cls
+    try:
+        return Trainer(cfg, split, cluster, cfg.store)
+    finally:
+        coordinator.ShardServer = ShardServer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--burn-ms", type=float, default=4.0, help="CPU ms per save and shard")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--block", type=int, default=32)
+    ap.add_argument("--period", type=int, default=16)
+    ap.add_argument("--hash-bits", type=int, default=20)
+    ap.add_argument("--examples", type=int, default=200_000)
+    a = ap.parse_args()
+    a.save_priority = "idle"
+    if a.block % a.period or a.shards < 1 or a.burn_ms < 0 or a.rounds < 2:
+        ap.error(
+            "need --block a multiple of --period, --shards >= 1, --burn-ms >= 0, --rounds >= 2"
+        )
+    t0 = time.perf_counter()
+    cluster = RayCluster()
+    work = tempfile.mkdtemp(prefix="scar-ray-control-")
+    trainers: dict[str, Trainer] = {}
+    try:
+        split = build_split(ro.config("none", 1, a, work))
+        for kind in KINDS:
+            trainers[kind] = trainer(kind, a, split, cluster, f"{work}/{kind}")
+        for t in trainers.values():
+            ro.block(t, a.period)
+        runs: dict[str, list[dict]] = {k: [] for k in KINDS}
+        for r in range(a.rounds):
+            for kind in KINDS[r % 3 :] + KINDS[: r % 3]:
+                runs[kind].append(ro.block(trainers[kind], a.block))
+    finally:
+        for t in trainers.values():
+            for h in t.shards + t.workers:
+                cluster.discard(h)
+        cluster.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+    base = np.array([b["wall"] for b in runs["none"]])
+    picks = np.random.default_rng(0).integers(0, len(base), (2000, len(base)))
+    out = {"benchmark": "ray_background_control", "shards": a.shards, "burn_ms": a.burn_ms}
+    for kind in KINDS[1:]:
+        wall = np.array([b["wall"] for b in runs[kind]])
+        boot = wall[picks].sum(1) / base[picks].sum(1) - 1
+        out[f"overhead_pct_{kind}"] = ro.pct(wall.sum() / base.sum() - 1)
+        out[f"overhead_ci95_{kind}"] = [ro.pct(np.percentile(boot, q)) for q in (2.5, 97.5)]
+        burned = np.median([b["save_thread_cpu"] for b in runs[kind]])
+        out[f"burn_cpu_ms_per_it_{kind}"] = round(1000 * float(burned), 2)
+    out["noise_pct_none"] = ro.pct((base.max() - base.min()) / base.mean())
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
