@@ -160,3 +160,28 @@ def test_one_shard_one_worker_on_ray_applies_every_update(ray_cluster, tmp_path)
     )
     close(remote)
     close(local)
+
+
+def test_rays_paragraphs_about_the_shards_we_killed_are_dropped_and_others_kept(
+    ray_cluster, monkeypatch
+):
+    """Ray's driver prints a paragraph for every worker process that dies: the ones about the
+    shard processes the cluster SIGKILLed on purpose are noise in a failure run; any other
+    death must still be printed."""
+    from ray._private import worker
+
+    from scar.runtime import ray_ps
+
+    printed = []
+    monkeypatch.setattr(worker, "print_to_stdstream", lambda data, **kw: printed.append(data))
+    monkeypatch.setattr(ray_ps, "KILLED", {424242})
+    ray_ps.quiet_kills()
+    death = "A worker died or was killed while executing a task by an unexpected system error. Worker IP address: 127.0.0.1 Worker PID: {} Worker exit type: SYSTEM_ERROR"  # fmt: skip
+    for pid in (424242, 515151):
+        worker.print_to_stdstream(
+            {"lines": [death.format(pid)], "pid": "raylet", "is_err": False}, ignore_prefix=False
+        )
+    worker.print_to_stdstream(  # a worker's own output: never filtered
+        {"lines": ["Worker PID: 424242"], "pid": 99, "is_err": False}, ignore_prefix=False
+    )
+    assert [d["lines"] for d in printed] == [[death.format(515151)], ["Worker PID: 424242"]]

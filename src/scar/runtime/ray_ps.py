@@ -9,6 +9,7 @@ actor's process; its death surfaces as ``RayActorError`` on the next call (or a 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from typing import Any
 
@@ -29,6 +30,39 @@ def import_ray():
             "the ray runtime needs Ray: pip install 'scar[ray]' (or ray==2.60.0)"
         ) from None
     return ray
+
+
+KILLED: set[int] = set()  # pids of the processes a RayCluster killed on purpose
+_PID = re.compile(r"Worker PID: (\d+)")
+
+
+def quiet_kills() -> None:
+    """Ray's driver prints a paragraph for every worker process that dies ("A worker died or was
+    killed while executing a task by an unexpected system error ... Worker PID: P ..."). A kill
+    of a shard is what a failure run is about, and the coordinator reports it, so the paragraphs
+    about the processes in ``KILLED`` are dropped; any other death is still printed."""
+    try:
+        from ray._private import worker
+    except ImportError:  # another Ray: its messages stay as they are
+        return
+    show = getattr(worker, "print_to_stdstream", None)
+    if show is None or getattr(show, "scar_quiet", False):
+        return
+
+    def filtered(data, *args, **kwargs):
+        if data.get("pid") == "raylet":
+            lines = [
+                line
+                for line in data.get("lines", [])
+                if not ((m := _PID.search(line)) and int(m.group(1)) in KILLED)
+            ]
+            if not lines:
+                return None
+            data = {**data, "lines": lines}
+        return show(data, *args, **kwargs)
+
+    filtered.scar_quiet = True
+    worker.print_to_stdstream = filtered
 
 
 def init_ray(num_cpus: int = 2) -> bool:
@@ -52,6 +86,7 @@ class RayCluster(Cluster):
     def __init__(self, num_cpus: int = 2) -> None:
         self.ray = import_ray()
         self._owner = init_ray(num_cpus)
+        quiet_kills()
         self._classes: dict[type, Any] = {}
 
     def start(self, role, index, cls, *args):
@@ -90,6 +125,7 @@ class RayCluster(Cluster):
         pid = h.meta.get("pid")
         if pid is None:
             pid = self.ray.get(h.actor.pid.remote(), timeout=30)
+        KILLED.add(pid)
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
