@@ -82,11 +82,13 @@ class Trainer:
             background_priority=cfg.save_priority,
         )
         per_shard = self.layout.scatter(initial)
-        self.shards = [self._start_shard(k, per_shard[k]) for k in range(cfg.shards)]
+        # every node starts at once (on Ray each is a process: ~1 s apiece), then all are awaited
+        self.shards = [self._launch_shard(k, per_shard[k]) for k in range(cfg.shards)]
         self.workers = [
-            self._started(cluster.start("worker", w, WorkerNode, part, self.layout))
+            cluster.start("worker", w, WorkerNode, part, self.layout)
             for w, part in enumerate(split.parts(cfg.workers))
         ]
+        self._started(self.shards + self.workers)
         self.durable = [0] * cfg.shards
         self.iteration = 0
         self.steps = 0
@@ -103,15 +105,15 @@ class Trainer:
         self.trajectory: list[tuple[int, float]] = [(0, self.objective())]
 
     # -- nodes ----------------------------------------------------------------------------
-    def _started(self, h: Handle) -> Handle:
-        h.meta["pid"] = self.cluster.get(h, self.cluster.call(h, "pid"), self.cfg.timeout)
-        return h
+    def _started(self, handles: list[Handle]) -> None:
+        """Wait until every node has started (its constructor has run); note their pids."""
+        futures = [self.cluster.call(h, "pid") for h in handles]
+        for h, f in zip(handles, futures, strict=True):
+            h.meta["pid"] = self.cluster.get(h, f, self.cfg.timeout)
 
-    def _start_shard(self, k: int, rows: dict[str, np.ndarray] | None) -> Handle:
-        return self._started(
-            self.cluster.start(
-                "shard", k, ShardServer, k, self.layout, self.split.rule, self.ckpt, rows
-            )
+    def _launch_shard(self, k: int, rows: dict[str, np.ndarray] | None) -> Handle:
+        return self.cluster.start(
+            "shard", k, ShardServer, k, self.layout, self.split.rule, self.ckpt, rows
         )
 
     def _ask(self, handles: list[Handle], method: str, *args: Any) -> tuple[list[Any], list[int]]:
@@ -275,7 +277,8 @@ class Trainer:
             discard = getattr(self.cluster, "discard", None)
             if discard is not None:
                 discard(self.shards[k])
-            self.shards[k] = self._start_shard(k, None)
+            self.shards[k] = self._launch_shard(k, None)
+        self._started([self.shards[k] for k in lost])  # the replacements start side by side
         target = None
         if self.cfg.recovery == "partial":
             stats, dead = self._ask([self.shards[k] for k in lost], "restore")
