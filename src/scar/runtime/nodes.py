@@ -210,8 +210,8 @@ class ShardServer:
 
         with single_threaded():
             for live in self.state.values():
-                n = min(2, live.shape[0])
-                select_top_changed_among(live[:n], live[:n].copy(), 1, np.arange(n))
+                if n := min(2, live.shape[0]):
+                    select_top_changed_among(live[:n], live[:n].copy(), 1, np.arange(n))
 
     # -- serving --------------------------------------------------------------------------
     def pid(self) -> int:
