@@ -105,26 +105,16 @@ def main() -> None:
         split = build_split(ro.config("none", 1, a, work))
         for kind in KINDS:
             trainers[kind] = trainer(kind, a, split, cluster, f"{work}/{kind}")
-        for t in trainers.values():
-            ro.block(t, a.period)
-        runs: dict[str, list[dict]] = {k: [] for k in KINDS}
-        for r in range(a.rounds):
-            for kind in KINDS[r % 3 :] + KINDS[: r % 3]:
-                runs[kind].append(ro.block(trainers[kind], a.block))
+        runs = ro.interleaved(trainers, a)
     finally:
-        for t in trainers.values():
-            for h in t.shards + t.workers:
-                cluster.discard(h)
+        ro.discard(cluster, trainers)
         cluster.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     base = np.array([b["wall"] for b in runs["none"]])
-    picks = np.random.default_rng(0).integers(0, len(base), (2000, len(base)))
     out = {"benchmark": "ray_background_control", "shards": a.shards, "burn_ms": a.burn_ms}
     for kind in KINDS[1:]:
         wall = np.array([b["wall"] for b in runs[kind]])
-        boot = wall[picks].sum(1) / base[picks].sum(1) - 1
-        out[f"overhead_pct_{kind}"] = ro.pct(wall.sum() / base.sum() - 1)
-        out[f"overhead_ci95_{kind}"] = [ro.pct(np.percentile(boot, q)) for q in (2.5, 97.5)]
+        out[f"overhead_pct_{kind}"], out[f"overhead_ci95_{kind}"] = ro.overhead(base, wall)
         burned = np.median([b["save_thread_cpu"] for b in runs[kind]])
         out[f"burn_cpu_ms_per_it_{kind}"] = round(1000 * float(burned), 2)
     out["noise_pct_none"] = ro.pct((base.max() - base.min()) / base.mean())

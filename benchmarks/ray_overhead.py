@@ -132,23 +132,42 @@ def pct(x: float) -> float:
     return round(100 * float(x), 2)
 
 
+def interleaved(trainers: dict[str, Trainer], a) -> dict[str, list[dict]]:
+    """A warm-up period on each trainer, then ``a.rounds`` rounds of one ``a.block`` block
+    each, the order rotating from round to round: the blocks of every trainer, by name."""
+    for t in trainers.values():  # warm-up: one period, so blocks start on a full save
+        block(t, a.period)
+    names = list(trainers)
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(a.rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            runs[name].append(block(trainers[name], a.block))
+    return runs
+
+
+def overhead(base: np.ndarray, wall: np.ndarray) -> tuple[float, list[float]]:
+    """Extra wall time of ``wall``'s blocks over ``base``'s (ratio of totals, %), with a 95 %
+    bootstrap interval over rounds (resampled in pairs, so slow drifts of the machine cancel)."""
+    picks = np.random.default_rng(0).integers(0, len(base), (2000, len(base)))
+    boot = wall[picks].sum(1) / base[picks].sum(1) - 1
+    return pct(wall.sum() / base.sum() - 1), [pct(np.percentile(boot, q)) for q in (2.5, 97.5)]
+
+
+def discard(cluster, trainers: dict[str, Trainer]) -> None:
+    for t in trainers.values():
+        for h in t.shards + t.workers:
+            cluster.discard(h)
+
+
 def measure(cluster, split, shards: int, a, work: str) -> dict:
     trainers = {}
     try:
         for name in CONFIGS:
             cfg = config(name, shards, a, f"{work}/{shards}-{name}")
             trainers[name] = Trainer(cfg, split, cluster, cfg.store)
-        for t in trainers.values():  # warm-up: one period, so blocks start on a full save
-            block(t, a.period)
-        runs: dict[str, list[dict]] = {n: [] for n in CONFIGS}
-        for r in range(a.rounds):
-            order = CONFIGS[r % 3 :] + CONFIGS[: r % 3]
-            for name in order:
-                runs[name].append(block(trainers[name], a.block))
+        runs = interleaved(trainers, a)
     finally:
-        for t in trainers.values():
-            for h in t.shards + t.workers:
-                cluster.discard(h)
+        discard(cluster, trainers)
     base = np.array([b["wall"] for b in runs["none"]])
     med = statistics.median
     row = {
@@ -157,18 +176,11 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
         "noise_pct_none": pct((base.max() - base.min()) / base.mean()),
         "shard_cpu_ms_per_it_none": round(1000 * med(b["process_cpu"] for b in runs["none"]), 1),
     }
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(base), (2000, len(base)))  # bootstrap: rounds with replacement
     for name in ("full", "priority"):
         bl = runs[name]
         wall = np.array([b["wall"] for b in bl])
-        boot = wall[picks].sum(1) / base[picks].sum(1) - 1
         row[f"it_per_s_{name}"] = round(1 / wall.mean(), 2)
-        row[f"overhead_pct_{name}"] = pct(wall.sum() / base.sum() - 1)
-        row[f"overhead_ci95_{name}"] = [
-            pct(np.percentile(boot, 2.5)),
-            pct(np.percentile(boot, 97.5)),
-        ]
+        row[f"overhead_pct_{name}"], row[f"overhead_ci95_{name}"] = overhead(base, wall)
         row[f"ckpt_path_pct_{name}"] = pct(sum(b["critical"] for b in bl) / wall.sum())
         row[f"shard_cpu_ms_per_it_{name}"] = round(1000 * med(b["process_cpu"] for b in bl), 1)
         for k in ("save_thread_cpu", "store_writer_cpu", "store_wait"):
