@@ -152,9 +152,6 @@ class LocalBackend:
             out += [f"{rel}/{f}" for f in files]
         return sorted(out)
 
-    def size(self, rel: str) -> int:
-        return os.stat(self._p(rel)).st_size
-
     def read(self, rel: str, start: int = 0, length: int | None = None) -> bytes:
         """Bytes ``start:start+length`` (fewer if the file is shorter: the caller checks)."""
         with open(self._p(rel), "rb") as f:
@@ -225,7 +222,7 @@ class LocalBackend:
         large = total >= LARGE_BATCH
         if total > PARALLEL_BYTES and len(files) > 1:
             with ThreadPoolExecutor(2, initializer=self.thread_init) as pool:
-                list(pool.map(lambda f: self._write_one(*f, early=True), files))
+                list(pool.map(lambda f: self._write_one(*f, early=large), files))
         else:
             for rel, bufs in files:
                 self._write_one(rel, bufs, early=large)
@@ -419,9 +416,6 @@ class FsspecBackend:
             raise self._wrap("list", e) from None
         n = len(self.root.lstrip("/")) + 1
         return sorted(p.lstrip("/")[n:] for p in found)
-
-    def size(self, rel: str) -> int:
-        return int(self.fs.size(self._p(rel)))  # FileNotFoundError: the caller's to handle
 
     def read(self, rel: str, start: int = 0, length: int | None = None) -> bytes:
         end = None if length is None else start + length
