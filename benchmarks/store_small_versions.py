@@ -54,10 +54,24 @@ def saves(rows: int, fraction: float, n: int, seed: int = 0):
     return out
 
 
-def run_store(root: str, rows: int, versions, compact: bool = True, fsync: bool = True) -> float:
-    """CPU seconds per version of the store (after a base save and 16 warm-up versions)."""
-    opts = {"fsync": fsync} if compact else {"fsync": fsync, "compact_after": 10**9}
-    with DurableStore(os.path.join(root, "s"), **opts) as s:
+def run_store(root: str, rows: int, versions, variant: str = "store") -> float:
+    """CPU seconds per version of the store (after a base save and 16 warm-up versions), as
+    shipped or as one of the variants (no compaction, no fsync, every version flushed as a
+    large one)."""
+    opts = {"fsync": variant != "store_no_fsync"}
+    if variant == "store_no_compaction":
+        opts["compact_after"] = 10**9
+    large_batch = backends.LARGE_BATCH
+    if variant == "store_large_mode":
+        backends.LARGE_BATCH = 0
+    try:
+        return _timed_saves(os.path.join(root, "s"), rows, versions, opts)
+    finally:
+        backends.LARGE_BATCH = large_batch
+
+
+def _timed_saves(url: str, rows: int, versions, opts: dict) -> float:
+    with DurableStore(url, **opts) as s:
         s.open([TableSpec("w", rows, 1, "float32")])
         s.save(0, {"w": (None, np.zeros((rows, 1), np.float32))})
         warm, timed = versions[:16], versions[16:]
@@ -115,26 +129,16 @@ def main() -> None:
     if a.versions <= 16 or not 0 < a.fraction <= 1 or a.rows < 1 or a.rounds < 1:
         ap.error("need --versions > 16, 0 < --fraction <= 1, --rows >= 1, --rounds >= 1")
     versions = saves(a.rows, a.fraction, a.versions)
-    LARGE_BATCH = backends.LARGE_BATCH
     names = ("store", "raw", "store_no_compaction", "store_no_fsync", "store_large_mode")
     res: dict[str, list[float]] = {n: [] for n in names}
     for r in range(a.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             root = tempfile.mkdtemp(prefix="scar-small-", dir=a.dir)
             try:
-                backends.LARGE_BATCH = 0 if name == "store_large_mode" else LARGE_BATCH
                 if name == "raw":
                     res[name].append(run_raw(root, versions))
                 else:
-                    res[name].append(
-                        run_store(
-                            root,
-                            a.rows,
-                            versions,
-                            compact=name != "store_no_compaction",
-                            fsync=name != "store_no_fsync",
-                        )
-                    )
+                    res[name].append(run_store(root, a.rows, versions, name))
             finally:
                 shutil.rmtree(root, ignore_errors=True)
         print({k: round(1000 * v[-1], 3) for k, v in res.items()}, flush=True)

@@ -36,7 +36,7 @@ from .format import LOCK_NAME
 PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger than this
 # A batch smaller than this is flushed by plain fsyncs, one after another: starting each file's
 # write-back early and flushing files concurrently pay off for large batches only, and cost a
-# small one 8-10 % more CPU (a 32768-row sparse version: benchmarks/store_small_versions.py).
+# small one 8-14 % more CPU (a 32768-row sparse version: benchmarks/store_small_versions.py).
 LARGE_BATCH = 4 << 20
 WRITE_BYTES = 64 << 20  # one write() call; write-back of each piece starts as it is written
 SYNC_FILE_RANGE_WRITE = 2
