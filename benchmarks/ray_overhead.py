@@ -21,7 +21,10 @@ Besides wall clock, the shards report the checkpoint work they do:
 * ``shard_cpu_ms_per_it``: CPU of the shard processes (selection, snapshot, store writer
   threads, Ray's own threads) per iteration; the extra over "none" is the checkpoint's CPU,
   split into the save threads' (``save_thread_cpu``) and the store writers' (``store_writer_cpu``);
-* ``busy_cores``: machine-wide busy cores during the blocks (from /proc/stat, 2 = saturated).
+* ``busy_cores``: machine-wide busy cores during the blocks (from /proc/stat, 2 = saturated);
+  ``machine_cpu_ms_per_it``: CPU of the whole machine per iteration (every process, and the
+  kernel's own threads: journal commits, I/O completions), ``kernel_cpu_ms_per_it`` its
+  system/irq/softirq part.
 
 The shards' background checkpoint threads run at idle CPU priority (``--save-priority idle``,
 the default of ``scar train``): they use the cores the workers leave idle. Compare with
@@ -61,15 +64,16 @@ STATS = (
 )
 
 
-def cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) jiffies of the whole machine, or None off Linux."""
+def cpu_ticks() -> tuple[int, int, int] | None:
+    """(busy, kernel, total) jiffies of the whole machine, or None off Linux; kernel: system,
+    irq and softirq time (fsyncs' journal commits and I/O completions land there)."""
     try:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:]]
     except OSError:
         return None
     idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return sum(v) - idle, sum(v)
+    return sum(v) - idle, sum(v[5:7]) + v[2], sum(v)
 
 
 def shard_stats(t: Trainer) -> dict[str, float]:
@@ -99,12 +103,15 @@ def block(t: Trainer, n: int) -> dict[str, float]:
     wall = time.perf_counter() - t0
     s1, c1 = shard_stats(t), cpu_ticks()
     cores = os.cpu_count() or 1
-    busy = None if c0 is None else cores * (c1[0] - c0[0]) / max(1, c1[1] - c0[1])
+    span = None if c0 is None else max(1, c1[2] - c0[2])
+    busy = None if c0 is None else cores * (c1[0] - c0[0]) / span
+    kernel = None if c0 is None else cores * (c1[1] - c0[1]) / span
     return {
         "wall": wall / n,
         "critical": (t.checkpoint_seconds - ck0) / n,
         **{k.removesuffix("_seconds"): (s1[k] - s0[k]) / n for k in STATS},
         "busy": busy,
+        "kernel": kernel,
     }
 
 
@@ -159,6 +166,14 @@ def discard(cluster, trainers: dict[str, Trainer]) -> None:
             cluster.discard(h)
 
 
+def machine_ms(blocks: list[dict], key: str = "busy") -> float | None:
+    """CPU of the whole machine per iteration (every process and the kernel's threads: the
+    journal commits and I/O completions of fsyncs included), median over blocks; ``kernel``:
+    its system, irq and softirq part."""
+    cpu = [b[key] * b["wall"] for b in blocks if b[key] is not None]
+    return round(1000 * statistics.median(cpu), 1) if cpu else None
+
+
 def measure(cluster, split, shards: int, a, work: str) -> dict:
     trainers = {}
     try:
@@ -175,6 +190,8 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
         "it_per_s_none": round(1 / base.mean(), 2),
         "noise_pct_none": pct((base.max() - base.min()) / base.mean()),
         "shard_cpu_ms_per_it_none": round(1000 * med(b["process_cpu"] for b in runs["none"]), 1),
+        "machine_cpu_ms_per_it_none": machine_ms(runs["none"]),
+        "kernel_cpu_ms_per_it_none": machine_ms(runs["none"], "kernel"),
     }
     for name in ("full", "priority"):
         bl = runs[name]
@@ -183,6 +200,8 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
         row[f"overhead_pct_{name}"], row[f"overhead_ci95_{name}"] = overhead(base, wall)
         row[f"ckpt_path_pct_{name}"] = pct(sum(b["critical"] for b in bl) / wall.sum())
         row[f"shard_cpu_ms_per_it_{name}"] = round(1000 * med(b["process_cpu"] for b in bl), 1)
+        row[f"machine_cpu_ms_per_it_{name}"] = machine_ms(bl)
+        row[f"kernel_cpu_ms_per_it_{name}"] = machine_ms(bl, "kernel")
         for k in ("save_thread_cpu", "store_writer_cpu", "store_wait"):
             row[f"{k}_ms_per_it_{name}"] = round(1000 * med(b[k] for b in bl), 2)
     busy = [b["busy"] for bl in runs.values() for b in bl if b["busy"] is not None]

@@ -10,7 +10,8 @@ every 16 versions: the store's defaults). Measured per version, as CPU time of t
 (the kernel's work for the writes and fsyncs included):
 
 * ``store``: the store (checksums, bitmap coding of row ids, the live-set index, the
-  manifest, compaction, retention); ``store_no_compaction`` and ``store_no_fsync`` the same
+  manifest, compaction, retention), its compiled loops loaded up front as a shard server
+  loads them; ``store_no_compaction`` and ``store_no_fsync`` the same
   without compaction or without fsyncs, to tell what those two cost; ``store_large_mode``
   flushes every version as the store flushes one of 4 MB or more (each file's write-back
   started as it is written, the fsyncs concurrent), to show what flushing a small version
@@ -42,6 +43,7 @@ import numpy as np  # noqa: E402
 
 from scar.store import DurableStore, TableSpec, backends  # noqa: E402
 from scar.store.backends import fsync_path  # noqa: E402  (open, fsync, close: nothing more)
+from scar.store.index import load_kernels  # noqa: E402
 
 
 def saves(rows: int, fraction: float, n: int, seed: int = 0):
@@ -71,6 +73,7 @@ def run_store(root: str, rows: int, versions, variant: str = "store") -> float:
 
 
 def _timed_saves(url: str, rows: int, versions, opts: dict) -> float:
+    load_kernels()  # as a shard server does before it serves: no save pays for loading them
     with DurableStore(url, **opts) as s:
         s.open([TableSpec("w", rows, 1, "float32")])
         s.save(0, {"w": (None, np.zeros((rows, 1), np.float32))})

@@ -149,10 +149,10 @@ def test_a_commit_whose_last_flush_failed_is_kept_and_its_number_never_reused(
     s = with_ones_saved(url, async_writes)
     real = s.backend._fsync_all
 
-    def failing(rels, concurrent=False):
-        if rels == ["manifests"]:
+    def failing(rels, dirs, concurrent=False):
+        if dirs == ["manifests"]:
             raise OSError(5, "Input/output error")
-        real(rels, concurrent)
+        real(rels, dirs, concurrent)
 
     s.backend._fsync_all = failing
     with pytest.raises(StoreError, match="Input/output error"):
@@ -226,6 +226,44 @@ def test_large_sparse_saves_through_the_compiled_loops_store_every_value(tmp_pat
         assert any(seg.row_iters for seg in s._view.segments)  # compacted
         assert {seg.id_coding for seg in s._view.segments if not seg.dense} == {"bitmap"}
     same_as(DurableStore(url, readonly=True), ref, specs)
+
+
+@pytest.mark.parametrize("loops", ["numpy", "compiled"])
+def test_small_saves_give_the_same_store_with_numpy_or_compiled_loops(tmp_path, monkeypatch, loops):
+    """Below COMPILED_ROWS the store runs its compiled loops only once a process has loaded
+    them (a shard server does, up front): both ways, every value, saved iteration and file is
+    the same - compaction (per-row iterations, rows placed from each live segment) included."""
+    import sys
+
+    from scar.store import _kernels
+
+    calls = []
+    if loops == "numpy":
+        monkeypatch.delitem(sys.modules, "scar.store._kernels")
+    else:
+        real = _kernels.fill_chunk
+        monkeypatch.setattr(_kernels, "fill_chunk", lambda *a: calls.append(1) or real(*a))
+    specs = [
+        TableSpec("w", 300, 1),
+        TableSpec("v", 120, 3, "float64"),
+        TableSpec("h", 50, 2, "float16"),
+    ]
+    rng = np.random.default_rng(17)
+    ref = MemoryStore()
+    ref.open(specs)
+    url = str(tmp_path / "s")
+    with DurableStore(url, compact_after=3, keep_last=2, chunk_bytes=256) as s:
+        s.open(specs)
+        for v, (it, rows, aux) in enumerate(random_saves(rng, 24, specs, partial_only=True)):
+            s.save(it, rows, aux)
+            ref.save(it, rows, aux)
+            if v % 6 == 5:
+                same_as(s, ref, specs)
+        same_as(s, ref, specs)
+        assert sum(seg.row_iters for seg in s._view.segments) >= 3  # compacted, several chunks
+    same_as(DurableStore(url, readonly=True), ref, specs)
+    assert ("scar.store._kernels" in sys.modules) == (loops == "compiled")
+    assert bool(calls) == (loops == "compiled")
 
 
 def test_a_format_1_store_is_still_read(tmp_path, monkeypatch):

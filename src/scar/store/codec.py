@@ -21,7 +21,7 @@ from .format import (
     corrupt,
     id_coding_for,
 )
-from .index import COMPILED_ROWS
+from .index import compiled
 
 ZSTD_LEVEL = 1
 PAYS = 0.9  # compress a segment only if that saves at least 10 %
@@ -80,10 +80,8 @@ def build_segment(
         coding = id_coding_for(len(ids), n)
         if coding == "bitmap":
             ids = np.asarray(ids, np.int64)
-            if ids.size >= COMPILED_ROWS:
-                from . import _kernels
-
-                index.append(_kernels.ids_to_bitmap(ids, lo, bitmap_bytes(n)))
+            if (kernels := compiled(ids.size)) is not None:
+                index.append(kernels.ids_to_bitmap(ids, lo, bitmap_bytes(n)))
             else:
                 mask = np.zeros(n, bool)
                 mask[ids - lo] = True

@@ -14,6 +14,7 @@ versions. A writer opening the store deletes both (``_clean``), under the writer
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections import Counter
@@ -110,23 +111,28 @@ class Committing:
         None if a live segment cannot be read (the new rows are then written on their own)."""
         live, table = self._live, self._tables[t]
         lo, hi = table.chunks[c], table.chunks[c + 1]
-        have = live.owner[t][lo:hi] >= 0
         merged = np.zeros((hi - lo, table.width), table.dtype)
         try:
             if live.bad:  # some rows resolve to older copies: row by row
-                old = np.flatnonzero(have)
+                old = np.flatnonzero(live.owner[t][lo:hi] >= 0)
                 merged[old] = self._gather(t, old + lo)
-            else:  # every live segment of the chunk over the older ones, in commit order
-                for seg in [s for s in live.segments.values() if (s.table, s.chunk) == (t, c)]:
-                    rows = slice(None) if seg.dense else self._ids(seg, table)[0] - lo
-                    merged[rows] = self._values(seg)
+                iters = live.iterations(t, slice(lo, hi))
+            else:  # each live segment's values section, read once; rows placed by the live set
+                segs = live.chunk_segments(t, c)
+                offsets = np.cumsum([0] + [s.rows for _, s in segs])
+                held = np.empty((offsets[-1], table.width), table.dtype)
+                for (_, seg), a, z in zip(segs, offsets[:-1], offsets[1:], strict=True):
+                    if seg.codec == "raw" and sys.byteorder == "little":
+                        self._read_into(seg, held[a:z])
+                    else:
+                        held[a:z] = self._values(seg)
+                iters = live.fill_chunk(t, c, [u for u, _ in segs], offsets, held, merged)
         except CorruptCheckpointError as e:
             warnings.warn(f"compaction skipped: {e}", CheckpointWarning, stacklevel=2)
             return None
+        keep = live.owner[t][lo:hi] >= 0
         merged[ids - lo] = values
-        iters = live.iterations(t, slice(lo, hi))
         iters[ids - lo] = iteration
-        keep = have
         keep[ids - lo] = True
         if keep.all():
             return None, merged, iters

@@ -7,6 +7,7 @@ is deleted once no retained manifest lists it).
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import numpy as np
@@ -15,6 +16,25 @@ from .format import Segment, Table
 
 _DENSE_UIDS = 1 << 20  # count losses in an array while the live uids span at most this many
 COMPILED_ROWS = 1 << 16  # sparse updates of at least this many rows use the compiled loops
+
+
+def compiled(rows: int):
+    """The compiled loops (``_kernels``) for work over ``rows`` rows, or None for numpy's.
+    Always once a process has loaded them (a long-lived writer of many small saves does so up
+    front: ``load_kernels``); before that, only for at least ``COMPILED_ROWS`` rows, which pay
+    for loading them (~0.4 s). Both give the same results (tests/test_store_durable.py)."""
+    kernels = sys.modules.get(f"{__package__}._kernels")
+    if kernels is None and rows >= COMPILED_ROWS:
+        from . import _kernels as kernels
+    return kernels
+
+
+def load_kernels() -> None:
+    """Load the compiled loops and their machine code now, so that every later save uses them
+    and none pays the load (a shard server calls this before serving)."""
+    from . import _kernels
+
+    _kernels.warm_up()
 
 
 # An update: a new segment with its row ids (None: every row of its chunk) and per-row
@@ -90,10 +110,8 @@ class LiveSet:
             return lost
         counts = np.zeros(self._uid - lo, np.int64)  # uids are dense: count without sorting
         for seg, ids, _ in updates:
-            if ids is not None and ids.size >= COMPILED_ROWS:
-                from . import _kernels
-
-                _kernels.count_owners(self.owner[seg.table], ids, lo, counts)
+            if ids is not None and (kernels := compiled(ids.size)) is not None:
+                kernels.count_owners(self.owner[seg.table], ids, lo, counts)
                 continue
             old = self.owner[seg.table][self._rows(seg, ids)]
             old = old[old >= 0]
@@ -115,10 +133,8 @@ class LiveSet:
             t, rows = seg.table, self._rows(seg, ids)
             if ids is None:
                 self.owner[t][rows] = uid
-            elif ids.size >= COMPILED_ROWS:
-                from . import _kernels
-
-                _kernels.assign(self.owner[t], self.pos[t], ids, uid)
+            elif (kernels := compiled(ids.size)) is not None:
+                kernels.assign(self.owner[t], self.pos[t], ids, uid)
             else:
                 self.owner[t][rows] = uid
                 self.pos[t][rows] = np.arange(seg.rows, dtype=np.int32)
@@ -163,6 +179,44 @@ class LiveSet:
         if hit.any():
             return self.segments[int(own[hit][0])], int(hit.sum())
         return None
+
+    def chunk_segments(self, t: int, c: int) -> list[tuple[int, Segment]]:
+        """(uid, segment) of the live segments of chunk ``c`` of table ``t``, in commit order."""
+        return [(u, s) for u, s in self.segments.items() if (s.table, s.chunk) == (t, c)]
+
+    def fill_chunk(
+        self,
+        t: int,
+        c: int,
+        uids: list[int],
+        offsets: np.ndarray,
+        values: np.ndarray,
+        merged: np.ndarray,
+    ) -> np.ndarray:
+        """Write into ``merged`` (the chunk's rows x width) every saved row of chunk ``c`` as
+        its live segment holds it - the segment of uid ``uids[j]`` holds its rows at
+        ``values[offsets[j]:offsets[j + 1]]`` - and return each row's saved iteration (-1:
+        never saved; rows never saved are left as they are in ``merged``). ``uids`` must be
+        every live segment of the chunk (``chunk_segments``) and none of them bad."""
+        table = self.tables[t]
+        lo, hi = table.chunks[c], table.chunks[c + 1]
+        umin = min(uids, default=0)
+        slot = np.zeros(max(uids, default=0) - umin + 1, np.int64)
+        slot[np.asarray(uids, np.int64) - umin] = np.arange(len(uids))
+        dense = np.array([self.segments[u].dense for u in uids], bool)
+        offsets = np.asarray(offsets, np.int64)
+        own, pos = self.owner[t][lo:hi], self.pos[t][lo:hi]
+        if (kernels := compiled(hi - lo)) is not None:
+            iters = np.empty(hi - lo, np.int64)
+            kernels.fill_chunk(
+                own, pos, slot, umin, dense, offsets, values.view(np.uint8), self._iteration,
+                self.row_iters[t][lo:hi], merged.view(np.uint8), iters,
+            )  # fmt: skip
+            return iters
+        rows = np.flatnonzero(own >= 0)
+        s = slot[own[rows] - umin]
+        merged[rows] = values[offsets[s] + np.where(dense[s], rows, pos[rows])]
+        return self.iterations(t, slice(lo, hi))
 
     def live_segments(self, t: int, c: int) -> int:
         return self.per_chunk[t, c]
