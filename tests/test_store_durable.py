@@ -297,6 +297,73 @@ def test_a_format_1_store_is_still_read(tmp_path, monkeypatch):
     assert verify(old).ok
 
 
+@pytest.mark.parametrize(("late", "iter_bytes"), [(60_000, 2), (70_000, 4), (5_000_000_000, 8)])
+def test_merged_segments_store_ages_in_as_few_bytes_as_hold_them(tmp_path, late, iter_bytes):
+    """A merged segment keeps each row's iteration as its age (the segment's iteration minus
+    the row's) in 2 or 4 bytes while they hold it, else as int64 iterations; each reads back."""
+    specs = [TableSpec("w", 40, 2)]
+    ref = MemoryStore()
+    ref.open(specs)
+    rng = np.random.default_rng(2)
+    url = str(tmp_path / "s")
+    saves = [(-1, None), (3, np.arange(5)), (late, np.arange(3, 9)), (late + 1, np.array([7]))]
+    with DurableStore(url, compact_after=3) as s:
+        s.open(specs)
+        for it, ids in saves:
+            vals = rng.standard_normal((40 if ids is None else ids.size, 2)).astype(np.float32)
+            s.save(it, {"w": (ids, vals)})
+            ref.save(it, {"w": (ids, vals)})
+        merged = [seg for seg in s._view.segments if seg.row_iters]
+        assert [seg.iter_bytes for seg in merged] == [iter_bytes]
+        np.testing.assert_array_equal(s.saved_iteration("w"), ref.saved_iteration("w"))
+        np.testing.assert_array_equal(s.read_rows("w"), ref.read_rows("w"))
+    again = DurableStore(url, readonly=True)
+    np.testing.assert_array_equal(again.saved_iteration("w"), ref.saved_iteration("w"))
+    assert verify(again).ok
+
+
+def test_a_format_2_store_with_int64_row_iterations_is_still_read(tmp_path, monkeypatch):
+    """Stores written before per-row ages (format 2: int64 iterations, no iter_bytes) read as
+    before, merged segments included; a writer adds format-3 versions to them."""
+    import json
+
+    from scar.store import codec
+    from scar.store.format import MAGIC, _covered, checksum
+
+    monkeypatch.setattr(codec, "iter_bytes_for", lambda max_age: 8)
+    specs = [TableSpec("w", 64, 4), TableSpec("v", 5, 1, "float64")]
+    rng = np.random.default_rng(8)
+    ref = MemoryStore()
+    ref.open(specs)
+    url = str(tmp_path / "s")
+    saves = random_saves(rng, 14, specs, partial_only=True)
+    with DurableStore(url, keep_last=None, compact_after=3, chunk_bytes=128) as s:
+        s.open(specs)
+        for it, rows, aux in saves[:10]:
+            s.save(it, rows, aux)
+            ref.save(it, rows, aux)
+        assert any(seg.row_iters for seg in s._view.segments)
+    for path in (tmp_path / "s" / "manifests").iterdir():  # rewrite each manifest as format 2
+        doc = json.loads(path.read_bytes().split(b"\n", 1)[1])
+        doc["format_version"] = 2
+        for seg in doc["segments"]:
+            assert seg.pop("iter_bytes") == 8
+        body = json.dumps(doc).encode()
+        crc = checksum(_covered(2, len(body)), body)
+        path.write_bytes(b"%s 2 %s %d\n" % (MAGIC, crc.encode(), len(body)) + body)
+    monkeypatch.undo()
+    old = DurableStore(url, readonly=True)
+    same_as(old, ref, specs)
+    assert verify(old).ok
+    with DurableStore(url, keep_last=None, compact_after=3, chunk_bytes=128) as s:
+        s.open(specs)
+        for it, rows, aux in saves[10:]:
+            s.save(it, rows, aux)
+            ref.save(it, rows, aux)
+        assert {seg.iter_bytes for seg in s._view.segments if seg.row_iters} >= {2}
+        same_as(s, ref, specs)
+
+
 # -- compaction, retention, clean-up --------------------------------------------------------
 def test_compaction_and_retention_bound_the_files_and_keep_every_value(url):
     specs = [TableSpec("w", 64, 4), TableSpec("v", 5, 1, "float64")]

@@ -20,6 +20,7 @@ from .format import (
     checksum,
     corrupt,
     id_coding_for,
+    iter_bytes_for,
 )
 from .index import compiled
 
@@ -88,8 +89,14 @@ def build_segment(
                 index.append(np.packbits(mask, bitorder="little"))
         else:
             index.append(np.ascontiguousarray(ids, dtype="<i8"))
+    iter_bytes = 8
     if iters is not None:
-        index.append(np.ascontiguousarray(iters, dtype="<i8"))
+        ages = int(iteration) - np.asarray(iters, np.int64)
+        iter_bytes = iter_bytes_for(int(ages.max(initial=0))) if ages.min(initial=0) >= 0 else 8
+        if iter_bytes == 8:
+            index.append(np.ascontiguousarray(iters, dtype="<i8"))
+        else:
+            index.append(ages.astype(f"<u{iter_bytes}"))
     vals = np.ascontiguousarray(values, dtype=table.stored_dtype)
     raw_index = [memoryview(a).cast("B") for a in index]
     raw_values = memoryview(vals.reshape(-1)).cast("B") if vals.size else memoryview(b"")
@@ -116,6 +123,7 @@ def build_segment(
         values_bytes=sum(len(b) for b in values_bufs),
         values_crc=checksum(*values_bufs),
         id_coding=coding,
+        iter_bytes=iter_bytes,
     )
     return seg, index_bufs + values_bufs
 
@@ -152,7 +160,12 @@ def decode_index(data: bytes, seg: Segment, table: Table) -> tuple[np.ndarray, n
         return np.arange(lo, hi, dtype=np.int64), None
     raw = _expand(data, seg.codec, seg.index_raw(hi - lo), seg.path, "index")
     n, k = seg.rows, seg.ids_raw(hi - lo)
-    iters = np.frombuffer(raw, "<i8", offset=k) if seg.row_iters else None
+    iters = None
+    if seg.row_iters and seg.iter_bytes == 8:
+        iters = np.frombuffer(raw, "<i8", offset=k)
+    elif seg.row_iters:
+        ages = np.frombuffer(raw, f"<u{seg.iter_bytes}", offset=k)
+        iters = seg.iteration - ages.astype(np.int64)  # range checked below, as int64s are
     if seg.dense:
         ids = np.arange(lo, hi, dtype=np.int64)
     elif seg.id_coding == "bitmap":

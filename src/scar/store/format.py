@@ -14,7 +14,8 @@ included), in the order in which they override each other, so reading one manife
 resolve every row. A segment file is two sections,
 each with its size and CRC-32C in the manifest: an *index* section (the row ids - sorted int64s,
 or a bitmap of the chunk's rows where that is smaller; omitted for a dense segment covering its
-whole chunk - then int64 per-row iterations for merged segments) and
+whole chunk - then, for merged segments, each row's iteration: its age, the segment's iteration
+minus the row's, as 2- or 4-byte unsigned integers, or the iterations as int64s) and
 a *values* section (rows x width, little-endian, the table's dtype). With the ``zstd`` codec each
 section is zstd-compressed, the values byte-shuffled first. Nothing is ever unpickled: arrays are
 raw bytes whose dtype and shape come from the (validated) manifest.
@@ -36,9 +37,10 @@ from ..errors import CorruptCheckpointError, StoreError
 from .base import TableSpec
 
 FORMAT = "scar-store"
-FORMAT_VERSION = 2  # 2 added bitmap row ids (id_coding); format 1 stores are still read
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3  # 2 added bitmap row ids (id_coding), 3 per-row ages (iter_bytes)
+READABLE_FORMATS = (1, 2, 3)
 ID_CODINGS = ("list", "bitmap")
+ITER_BYTES = (2, 4, 8)  # 8: iterations as int64s (formats 1-2); 2, 4: ages, unsigned
 MAGIC = b"SCAR-MANIFEST"
 MANIFEST_DIR = "manifests"
 DATA_DIR = "data"
@@ -140,6 +142,7 @@ class Segment:
     values_bytes: int
     values_crc: str
     id_coding: str = "list"  # row ids as sorted int64s, or a bitmap over the chunk's rows
+    iter_bytes: int = 8  # per-row iterations: 8 int64s; 2 or 4: unsigned ages (iteration - it)
 
     @property
     def nbytes(self) -> int:
@@ -152,11 +155,17 @@ class Segment:
         return bitmap_bytes(chunk_rows) if self.id_coding == "bitmap" else 8 * self.rows
 
     def index_raw(self, chunk_rows: int) -> int:
-        return self.ids_raw(chunk_rows) + 8 * self.rows * self.row_iters
+        return self.ids_raw(chunk_rows) + self.iter_bytes * self.rows * self.row_iters
 
 
 def bitmap_bytes(chunk_rows: int) -> int:
     return -(-chunk_rows // 8)
+
+
+def iter_bytes_for(max_age: int) -> int:
+    """Bytes per row of a merged segment's per-row iterations: the smallest unsigned age that
+    holds ``max_age`` (2 while every row was saved within 65535 iterations of the newest)."""
+    return 2 if max_age < 1 << 16 else 4 if max_age < 1 << 32 else 8
 
 
 def id_coding_for(rows: int, chunk_rows: int) -> str:
@@ -357,6 +366,9 @@ def _segment(s: Any, w: str, tables: list[Table], version: int) -> Segment:
     coding = _get(s, "id_coding", str, w) if "id_coding" in s else "list"  # format 1: list
     if coding not in ID_CODINGS or (coding == "bitmap" and dense):
         raise _Invalid(f"{w}: bad id_coding {coding!r}")
+    iter_bytes = _get(s, "iter_bytes", int, w) if "iter_bytes" in s else 8  # formats 1-2: 8
+    if iter_bytes not in ITER_BYTES:
+        raise _Invalid(f"{w}: iter_bytes {iter_bytes!r} is not one of {ITER_BYTES}")
     seg = Segment(
         check_path(_get(s, "path", str, w)),
         t,
@@ -372,6 +384,7 @@ def _segment(s: Any, w: str, tables: list[Table], version: int) -> Segment:
         _int(s, "values_bytes", 0, MAX_BYTES, w),
         _crc(s, "values_crc", w),
         coding,
+        iter_bytes,
     )
     if codec == "raw" and (
         seg.index_bytes != seg.index_raw(table.chunk_rows(c))
