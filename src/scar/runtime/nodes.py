@@ -207,8 +207,8 @@ class ShardServer:
         otherwise fall in the first save, and with the next ``apply`` waiting for it, on an
         iteration's critical path (in a short run, most of the ``checkpoint_seconds`` total of
         ``scar train --runtime ray --model mlr --dataset digits --shards 4 --period 8
-        --iterations 30``). Loaded, the store's kernels also serve every small save (~25 %
-        less store CPU per 32768-row version: benchmarks/store_small_versions.py)."""
+        --iterations 30``). Loaded, the store's kernels also serve every small save
+        (``scar.store.index.compiled``), not only the large ones."""
         from ..select import select_top_changed_among, single_threaded
         from ..store.index import load_kernels
 
