@@ -99,6 +99,26 @@ def test_partial_recovery_keeps_survivors_and_restores_the_lost_shard(tmp_path):
     close(t)
 
 
+def test_a_failed_selection_leaves_every_dirty_row_dirty(monkeypatch):
+    """The shard's selection clears its dirty mask as it reads it; if the selection then
+    fails, nothing was saved, and every row it read must stay dirty for the next save."""
+    from scar import select as sel
+
+    policy = TrackedPriority(PriorityPolicy(period=16, fraction=0.25), {"w": 12})
+    policy.touch_all()
+    policy.select("w", np.ones((12, 1)), np.zeros((12, 1)), 4)  # the first save takes 3 rows
+    before = policy.dirty["w"].copy()
+    assert before.sum() == 9
+
+    def fail(*args):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(sel, "select_top_changed_among", fail)
+    with pytest.raises(MemoryError):
+        policy.select("w", np.ones((12, 1)), np.zeros((12, 1)), 8)
+    np.testing.assert_array_equal(policy.dirty["w"], before)
+
+
 @pytest.mark.parametrize("recovery", ["partial", "full"])
 def test_shards_choose_the_priority_policys_rows_through_kills(tmp_path, monkeypatch, recovery):
     """A shard's priority policy reads only the rows touched since their last save; it must

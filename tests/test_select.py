@@ -10,6 +10,7 @@ from scar.select import (
     select_top_changed,
     select_top_changed_among,
     single_threaded,
+    take_set,
     top_k,
     top_k_sparse,
 )
@@ -267,6 +268,25 @@ def test_tracked_selection_equals_the_priority_policy_over_many_saves(width, dty
         dirty[still] = True
         changed = row_change_norms(live, saved) != 0  # NaN != 0 too
         assert not (changed & ~dirty).any(), "a changed row left the tracked set"
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 64, 1001, 262147])
+@pytest.mark.parametrize("p", [0.0, 0.01, 0.07, 0.5, 1.0])
+def test_take_set_is_flatnonzero_then_clear(n, p):
+    """The dirty-mask scan (whole zero words skipped, one bit per set byte) returns exactly
+    np.flatnonzero and leaves the mask all False; sizes off the 8-byte words included."""
+    mask = np.random.default_rng(n).random(n) < p
+    expected = np.flatnonzero(mask)
+    got = take_set(mask)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, expected)
+    assert not mask.any()
+
+
+def test_take_set_refuses_what_it_cannot_scan():
+    for bad in (np.zeros(8, np.uint8), np.zeros((2, 4), bool), np.zeros(16, bool)[::2]):
+        with pytest.raises(ValueError, match="C-contiguous 1-D bool"):
+            take_set(bad)
 
 
 def test_single_threaded_is_scoped():

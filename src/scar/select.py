@@ -443,6 +443,40 @@ def _fill_merge(taken, out):
             need -= 1
 
 
+@njit(**_OPTS)
+def _take_set(mask, words, out):
+    """Write the positions of the set bytes of ``mask`` (0/1 bytes; ``words``: its whole
+    8-byte words, as uint64s) to ``out`` in order, zeroing them; whole zero words skipped."""
+    m = 0
+    for i in range(words.size):
+        w = words[i]
+        if w == 0:
+            continue
+        words[i] = 0
+        base = i * 8
+        while w != 0:  # one bit per set byte (its lowest): the byte is ctz / 8
+            out[m] = base + np.int64(_ctz(w) >> 3)
+            m += 1
+            w &= w - np.uint64(1)
+    for r in range(words.size * 8, mask.size):
+        if mask[r]:
+            mask[r] = 0
+            out[m] = r
+            m += 1
+
+
+def take_set(mask: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero(mask)`` of a C-contiguous 1-D bool array, then ``mask[:] = False``,
+    in one compiled pass that skips the zero 8-byte words: 1.3-5.6x faster than the two
+    (5.6x at 7 % set, a sparse-LR shard's dirty rows; benchmarks/dirty_scan.py)."""
+    if mask.dtype != np.bool_ or mask.ndim != 1 or not mask.flags.c_contiguous:
+        raise ValueError("mask must be a C-contiguous 1-D bool array")
+    out = np.empty(int(np.count_nonzero(mask)), np.int64)
+    raw = mask.view(np.uint8)
+    _take_set(raw, raw[: raw.size // 8 * 8].view(np.uint64), out)
+    return out
+
+
 def select_top_changed_among(
     live: np.ndarray, saved: np.ndarray, k: int, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -76,13 +76,16 @@ class TrackedPriority(PriorityPolicy):
             d[:] = True
 
     def select(self, table, live, saved, iteration):
-        from ..select import select_top_changed_among
+        from ..select import select_top_changed_among, take_set
 
         dirty = self.dirty[table]
-        rows = np.flatnonzero(dirty)
-        k = self.rows_per_checkpoint(live.shape[0], iteration)
-        chosen, still = select_top_changed_among(live, saved, k, rows)
-        dirty[rows] = False
+        rows = take_set(dirty)  # the dirty rows; the mask cleared
+        try:
+            k = self.rows_per_checkpoint(live.shape[0], iteration)
+            chosen, still = select_top_changed_among(live, saved, k, rows)
+        except BaseException:
+            dirty[rows] = True  # nothing was saved: every row stays dirty
+            raise
         dirty[still] = True
         return chosen
 
@@ -209,10 +212,11 @@ class ShardServer:
         ``scar train --runtime ray --model mlr --dataset digits --shards 4 --period 8
         --iterations 30``). Loaded, the store's kernels also serve every small save
         (``scar.store.index.compiled``), not only the large ones."""
-        from ..select import select_top_changed_among, single_threaded
+        from ..select import select_top_changed_among, single_threaded, take_set
         from ..store.index import load_kernels
 
         load_kernels()
+        take_set(np.zeros(9, bool))
         with single_threaded():
             for live in self.state.values():
                 if n := min(2, live.shape[0]):
