@@ -21,6 +21,9 @@ Besides wall clock, the shards report the checkpoint work they do:
 * ``shard_cpu_ms_per_it``: CPU of the shard processes (selection, snapshot, store writer
   threads, Ray's own threads) per iteration; the extra over "none" is the checkpoint's CPU,
   split into the save threads' (``save_thread_cpu``) and the store writers' (``store_writer_cpu``);
+* ``serve_wall`` / ``serve_cpu`` (ms per iteration, summed over shards): wall and CPU time of
+  the shards' ``pull`` and ``apply``; wall growing more than CPU with checkpoints on means
+  the serving threads wait for a core or for the GIL that a background thread holds;
 * ``busy_cores``: machine-wide busy cores during the blocks (from /proc/stat, 2 = saturated);
   ``machine_cpu_ms_per_it``: CPU of the whole machine per iteration (every process, and the
   kernel's own threads: journal commits, I/O completions), ``kernel_cpu_ms_per_it`` its
@@ -61,6 +64,8 @@ STATS = (
     "save_thread_cpu_seconds",
     "store_writer_cpu_seconds",
     "store_wait_seconds",
+    "serve_wall_seconds",
+    "serve_cpu_seconds",
 )
 
 
@@ -190,6 +195,8 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
         "it_per_s_none": round(1 / base.mean(), 2),
         "noise_pct_none": pct((base.max() - base.min()) / base.mean()),
         "shard_cpu_ms_per_it_none": round(1000 * med(b["process_cpu"] for b in runs["none"]), 1),
+        "serve_wall_ms_none": round(1000 * med(b["serve_wall"] for b in runs["none"]), 2),
+        "serve_cpu_ms_none": round(1000 * med(b["serve_cpu"] for b in runs["none"]), 2),
         "machine_cpu_ms_per_it_none": machine_ms(runs["none"]),
         "kernel_cpu_ms_per_it_none": machine_ms(runs["none"], "kernel"),
     }
@@ -202,7 +209,7 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
         row[f"shard_cpu_ms_per_it_{name}"] = round(1000 * med(b["process_cpu"] for b in bl), 1)
         row[f"machine_cpu_ms_per_it_{name}"] = machine_ms(bl)
         row[f"kernel_cpu_ms_per_it_{name}"] = machine_ms(bl, "kernel")
-        for k in ("save_thread_cpu", "store_writer_cpu", "store_wait"):
+        for k in ("save_thread_cpu", "store_writer_cpu", "store_wait", "serve_wall", "serve_cpu"):
             row[f"{k}_ms_per_it_{name}"] = round(1000 * med(b[k] for b in bl), 2)
     busy = [b["busy"] for bl in runs.values() for b in bl if b["busy"] is not None]
     row["busy_cores"] = round(med(busy), 2) if busy else None

@@ -199,6 +199,7 @@ class ShardServer:
         self._critical = 0.0
         self._saves = 0
         self._store_wait = 0.0
+        self._serve_wall = self._serve_cpu = 0.0
         if initial is not None:
             self._save(0, base=True)
         if self.tracked is not None:
@@ -227,9 +228,21 @@ class ShardServer:
         return os.getpid()
 
     def pull(self) -> dict[str, np.ndarray]:
-        return {n: t.copy() for n, t in self.state.items()}
+        w0, c0 = time.perf_counter(), time.thread_time()
+        out = {n: t.copy() for n, t in self.state.items()}
+        self._serve_wall += time.perf_counter() - w0
+        self._serve_cpu += time.thread_time() - c0
+        return out
 
     def apply(self, iteration: int, args: Any, *pushes: Mapping[str, Update]) -> dict[str, Any]:
+        w0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            return self._apply(iteration, args, *pushes)
+        finally:
+            self._serve_wall += time.perf_counter() - w0
+            self._serve_cpu += time.thread_time() - c0
+
+    def _apply(self, iteration: int, args: Any, *pushes: Mapping[str, Update]) -> dict[str, Any]:
         """Apply every worker's pushes for ``iteration``, then checkpoint if the policy is due."""
         waited = self._join()
         for name, live in self.state.items():
@@ -302,8 +315,10 @@ class ShardServer:
         are synchronous), ``saves``, ``save_thread_cpu_seconds`` (CPU of the background
         select-and-snapshot threads), ``store_wait_seconds`` (of which: waiting for the
         store to finish older writes), ``store_writer_cpu_seconds`` (CPU of the store's
-        background writer) and ``process_cpu_seconds`` (all threads of this process: on Ray,
-        the shard's own process)."""
+        background writer), ``process_cpu_seconds`` (all threads of this process: on Ray,
+        the shard's own process), and ``serve_wall_seconds`` / ``serve_cpu_seconds``, the
+        wall and CPU time of ``pull`` and ``apply`` (their difference: time the serving thread
+        waited, for a core or for the GIL)."""
         return {
             "critical_seconds": self._critical,
             "saves": self._saves,
@@ -311,6 +326,8 @@ class ShardServer:
             "store_wait_seconds": self._store_wait,
             "store_writer_cpu_seconds": getattr(self.store, "writer_cpu_seconds", 0.0),
             "process_cpu_seconds": time.process_time(),
+            "serve_wall_seconds": self._serve_wall,
+            "serve_cpu_seconds": self._serve_cpu,
         }
 
     def sync(self) -> int:
