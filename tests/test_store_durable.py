@@ -508,6 +508,32 @@ def test_a_manifest_pointing_outside_the_store_is_refused(url):
             r.read_rows("a")
 
 
+def test_a_manifest_with_a_bad_iter_bytes_or_section_size_is_refused(tmp_path):
+    """iter_bytes is one of 2, 4, 8, and a merged segment's index section must hold exactly
+    that many bytes per row: a manifest saying otherwise (checksum valid) is corrupt."""
+    from dataclasses import replace
+
+    from scar.store.format import decode_manifest, encode_manifest
+
+    url = str(tmp_path / "s")
+    with DurableStore(url, compact_after=2) as s:
+        s.open([TableSpec("w", 40, 1)])
+        for it, ids in [(0, None), (1, np.arange(5)), (2, np.arange(3, 9))]:
+            s.save(it, {"w": (ids, np.ones((40 if ids is None else ids.size, 1), np.float32))})
+        m = s._view
+    merged = next(i for i, seg in enumerate(m.segments) if seg.row_iters)
+    assert m.segments[merged].iter_bytes == 2
+    for field, value, why in [
+        ("iter_bytes", 3, "iter_bytes 3 is not one of"),
+        ("iter_bytes", 4, "section sizes do not match"),
+    ]:
+        segs = list(m.segments)
+        segs[merged] = replace(segs[merged], **{field: value})
+        data = encode_manifest(replace(m, segments=tuple(segs)))
+        with pytest.raises(CorruptCheckpointError, match=why):
+            decode_manifest(data, f"manifests/{manifest_name(m.version)}")
+
+
 def test_an_unwritable_path_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
