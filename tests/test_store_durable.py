@@ -266,12 +266,28 @@ def test_small_saves_give_the_same_store_with_numpy_or_compiled_loops(tmp_path, 
     assert bool(calls) == (loops == "compiled")
 
 
-def test_a_format_1_store_is_still_read(tmp_path, monkeypatch):
-    """Stores written before bitmap row ids (format 1: listed ids, no id_coding) read as before."""
+def as_older_format(store, fmt: int, fields: dict) -> None:
+    """Rewrite every manifest of the local store at ``store`` as format ``fmt`` wrote it:
+    without the segment fields that came later (``fields``: each one's value in every
+    segment, the value the older format implied)."""
     import json
 
-    from scar.store import codec
     from scar.store.format import MAGIC, _covered, checksum
+
+    for path in (store / "manifests").iterdir():
+        doc = json.loads(path.read_bytes().split(b"\n", 1)[1])
+        doc["format_version"] = fmt
+        for seg in doc["segments"]:
+            assert {k: seg.pop(k) for k in fields} == fields
+        body = json.dumps(doc).encode()
+        crc = checksum(_covered(fmt, len(body)), body)
+        path.write_bytes(b"%s %d %s %d\n" % (MAGIC, fmt, crc.encode(), len(body)) + body)
+
+
+def test_a_format_1_store_is_still_read(tmp_path, monkeypatch):
+    """Stores written before bitmap row ids (format 1: listed ids, no id_coding) read as before."""
+
+    from scar.store import codec
 
     monkeypatch.setattr(codec, "id_coding_for", lambda rows, chunk_rows: "list")
     rng = np.random.default_rng(5)
@@ -283,14 +299,7 @@ def test_a_format_1_store_is_still_read(tmp_path, monkeypatch):
         for it, rows, aux in random_saves(rng, 6, SPECS):
             s.save(it, rows, aux)
             ref.save(it, rows, aux)
-    for path in (tmp_path / "s" / "manifests").iterdir():  # rewrite each manifest as format 1
-        doc = json.loads(path.read_bytes().split(b"\n", 1)[1])
-        doc["format_version"] = 1
-        for seg in doc["segments"]:
-            assert seg.pop("id_coding") == "list"
-        body = json.dumps(doc).encode()
-        crc = checksum(_covered(1, len(body)), body)
-        path.write_bytes(b"%s 1 %s %d\n" % (MAGIC, crc.encode(), len(body)) + body)
+    as_older_format(tmp_path / "s", 1, {"id_coding": "list", "iter_bytes": 8})
     monkeypatch.undo()
     old = DurableStore(url, readonly=True)
     same_as(old, ref, SPECS)
@@ -325,10 +334,8 @@ def test_merged_segments_store_ages_in_as_few_bytes_as_hold_them(tmp_path, late,
 def test_a_format_2_store_with_int64_row_iterations_is_still_read(tmp_path, monkeypatch):
     """Stores written before per-row ages (format 2: int64 iterations, no iter_bytes) read as
     before, merged segments included; a writer adds format-3 versions to them."""
-    import json
 
     from scar.store import codec
-    from scar.store.format import MAGIC, _covered, checksum
 
     monkeypatch.setattr(codec, "iter_bytes_for", lambda max_age: 8)
     specs = [TableSpec("w", 64, 4), TableSpec("v", 5, 1, "float64")]
@@ -343,14 +350,7 @@ def test_a_format_2_store_with_int64_row_iterations_is_still_read(tmp_path, monk
             s.save(it, rows, aux)
             ref.save(it, rows, aux)
         assert any(seg.row_iters for seg in s._view.segments)
-    for path in (tmp_path / "s" / "manifests").iterdir():  # rewrite each manifest as format 2
-        doc = json.loads(path.read_bytes().split(b"\n", 1)[1])
-        doc["format_version"] = 2
-        for seg in doc["segments"]:
-            assert seg.pop("iter_bytes") == 8
-        body = json.dumps(doc).encode()
-        crc = checksum(_covered(2, len(body)), body)
-        path.write_bytes(b"%s 2 %s %d\n" % (MAGIC, crc.encode(), len(body)) + body)
+    as_older_format(tmp_path / "s", 2, {"iter_bytes": 8})
     monkeypatch.undo()
     old = DurableStore(url, readonly=True)
     same_as(old, ref, specs)
