@@ -331,6 +331,29 @@ def test_merged_segments_store_ages_in_as_few_bytes_as_hold_them(tmp_path, late,
     assert verify(again).ok
 
 
+def test_a_merge_keeps_rows_saved_at_later_iterations_than_the_merging_save(tmp_path):
+    """Saves need not come in iteration order (a rollback saves at an earlier iteration than
+    rows already saved): a merge by the earlier save keeps the later rows' iterations and
+    values, and they read back after reopening (they were once reported corrupt)."""
+    specs = [TableSpec("w", 10, 1)]
+    ref = MemoryStore()
+    ref.open(specs)
+    url = str(tmp_path / "s")
+    with DurableStore(url, compact_after=2) as s:
+        s.open(specs)
+        for it, ids in [(0, None), (10, np.arange(3)), (5, np.arange(5, 8))]:
+            vals = np.full((10 if ids is None else ids.size, 1), it, np.float32)
+            s.save(it, {"w": (ids, vals)})
+            ref.save(it, {"w": (ids, vals)})
+        assert [seg.row_iters for seg in s._view.segments] == [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CheckpointWarning)
+        again = DurableStore(url, readonly=True)
+        assert again.saved_iteration("w").tolist() == [10, 10, 10, 0, 0, 5, 5, 5, 0, 0]
+        same = again.read_rows("w") == ref.read_rows("w")
+    assert same.all()
+
+
 def test_a_format_2_store_with_int64_row_iterations_is_still_read(tmp_path, monkeypatch):
     """Stores written before per-row ages (format 2: int64 iterations, no iter_bytes) read as
     before, merged segments included; a writer adds format-3 versions to them."""

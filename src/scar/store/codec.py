@@ -91,8 +91,12 @@ def build_segment(
             index.append(np.ascontiguousarray(ids, dtype="<i8"))
     iter_bytes = 8
     if iters is not None:
-        ages = int(iteration) - np.asarray(iters, np.int64)
-        iter_bytes = iter_bytes_for(int(ages.max(initial=0))) if ages.min(initial=0) >= 0 else 8
+        # a merged segment's iteration is its newest row's (saves need not come in order: a
+        # row saved at 10 may be merged by a save at 5), so that every age is >= 0
+        iters = np.asarray(iters, np.int64)
+        iteration = max(int(iteration), int(iters.max(initial=iteration)))
+        ages = iteration - iters
+        iter_bytes = iter_bytes_for(int(ages.max(initial=0)))
         if iter_bytes == 8:
             index.append(np.ascontiguousarray(iters, dtype="<i8"))
         else:
