@@ -32,12 +32,13 @@ def build(url, compression):
         (
             4,
             {
-                "a": (np.array([4, 5]), np.full((2, 2), 8, np.float32)),
+                "a": (np.array([0, 4, 5]), np.full((3, 2), 8, np.float32)),
                 "b": (np.array([0]), np.full((1, 1), 3.0)),
             },
             {"z": np.arange(4) * 2},
         ),  # fmt: skip
-        (6, {"a": (np.array([2]), np.full((1, 2), 9, np.float32))}, None),  # compacts chunk 0
+        # compacts chunk 0: every row (the full save holds only 2 of its 6 rows by then)
+        (6, {"a": (np.array([2]), np.full((1, 2), 9, np.float32))}, None),
         (8, {"b": (np.array([2]), np.full((1, 1), 5.0))}, None),
     ]
     states, state = [], {k: v.copy() for k, v in zero.items()}

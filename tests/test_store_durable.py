@@ -331,6 +331,49 @@ def test_merged_segments_store_ages_in_as_few_bytes_as_hold_them(tmp_path, late,
     assert verify(again).ok
 
 
+@pytest.mark.parametrize("loops", ["numpy", "compiled"])
+def test_a_merge_leaves_an_oldest_segment_that_still_holds_half_the_chunk(
+    tmp_path, monkeypatch, loops
+):
+    """Priority checkpoints rewrite a few hot rows: while the oldest live segment (the full
+    save) still holds at least half the chunk, a merge combines only the segments after it -
+    it rewrites the rows saved since, not the whole chunk - and once the full save holds
+    less than half, the merge takes every row. Values and iterations read as saved."""
+    import sys
+
+    if loops == "numpy":
+        monkeypatch.delitem(sys.modules, "scar.store._kernels", raising=False)
+        monkeypatch.setattr("scar.store.index.COMPILED_ROWS", 1 << 40)
+    else:
+        from scar.store import _kernels  # noqa: F401  (loaded: every save runs compiled)
+    specs = [TableSpec("w", 100, 2)]
+    ref = MemoryStore()
+    ref.open(specs)
+    rng = np.random.default_rng(4)
+    url = str(tmp_path / "s")
+    with DurableStore(url, compact_after=4) as s:
+        s.open(specs)
+
+        def save(it, ids):
+            vals = rng.standard_normal((100 if ids is None else ids.size, 2)).astype(np.float32)
+            s.save(it, {"w": (ids, vals)})
+            ref.save(it, {"w": (ids, vals)})
+
+        save(0, None)
+        for it in (1, 2, 3, 4):  # hot rows 0..29: the 4th save merges
+            save(it, np.sort(rng.choice(30, 12, replace=False)))
+        base = "data/v0000000000.t0.c0000.seg"
+        segs = s._view.segments
+        assert [seg.path for seg in segs][0] == base and len(segs) == 2
+        assert segs[1].row_iters and segs[1].rows <= 30  # only the hot rows were rewritten
+        same_as(s, ref, specs)
+        for it in range(5, 13):  # now rows 30..93 too: the full save falls under half
+            save(it, np.arange(30 + 8 * (it - 5), 38 + 8 * (it - 5)))
+        assert base not in [seg.path for seg in s._view.segments]
+        same_as(s, ref, specs)
+    same_as(DurableStore(url, readonly=True), ref, specs)
+
+
 def test_a_merge_keeps_rows_saved_at_later_iterations_than_the_merging_save(tmp_path):
     """Saves need not come in iteration order (a rollback saves at an earlier iteration than
     rows already saved): a merge by the earlier save keeps the later rows' iterations and
@@ -345,7 +388,8 @@ def test_a_merge_keeps_rows_saved_at_later_iterations_than_the_merging_save(tmp_
             vals = np.full((10 if ids is None else ids.size, 1), it, np.float32)
             s.save(it, {"w": (ids, vals)})
             ref.save(it, {"w": (ids, vals)})
-        assert [seg.row_iters for seg in s._view.segments] == [True]
+        # the full save (7 of 10 rows still its own) stays; the partial saves are merged
+        assert [seg.row_iters for seg in s._view.segments] == [False, True]
     with warnings.catch_warnings():
         warnings.simplefilter("error", CheckpointWarning)
         again = DurableStore(url, readonly=True)

@@ -41,24 +41,26 @@ def ids_to_bitmap(ids, lo, nbytes):
 
 
 @njit(cache=True, nogil=True)
-def fill_chunk(owner, pos, slot, umin, dense, offsets, values, iteration, row_iters, merged, iters):
-    """Every saved row ``i`` of a chunk (``owner``, ``pos``, ``row_iters``: the chunk's slices)
-    from the live segment that owns it: ``values[offsets[s] + place]``, ``s = slot[uid -
-    umin]``, ``place`` its row in the segment; its saved iteration into ``iters`` (-1: never
-    saved). Rows never saved are left as they are in ``merged``. ``values`` and ``merged``
-    are rows of bytes (any dtype, one machine code)."""
+def fill_chunk(
+    owner, pos, slot, umin, dense, offsets, values, iteration, row_iters, merged, iters, took
+):
+    """Every row ``i`` of a chunk (``owner``, ``pos``, ``row_iters``: the chunk's slices)
+    owned by one of the segments being merged (``s = slot[uid - umin] >= 0``), from that
+    segment: ``values[offsets[s] + place]``, ``place`` its row in the segment; its saved
+    iteration into ``iters`` and ``took[i]`` set. Other rows are left as they are. ``values``
+    and ``merged`` are rows of bytes (any dtype, one machine code)."""
     width = values.shape[1]
     for i in range(owner.size):
-        u = owner[i]
-        if u < 0:
-            iters[i] = -1
+        k = owner[i] - umin
+        if k < 0 or k >= slot.size or slot[k] < 0:  # never saved, or not being merged
             continue
-        s = slot[u - umin]
+        s = slot[k]
         src = offsets[s] + (i if dense[s] else pos[i])
         for b in range(width):  # a loop, not a slice copy: 40 % less time per row
             merged[i, b] = values[src, b]
-        it = iteration[u + 1]
+        it = iteration[owner[i] + 1]
         iters[i] = row_iters[i] if it == -2 else it
+        took[i] = True
 
 
 def warm_up() -> None:
@@ -68,4 +70,5 @@ def warm_up() -> None:
     assign(i32.copy(), i32.copy(), i64, 0)
     ids_to_bitmap(i64, 0, 1)
     rows = np.zeros((2, 4), np.uint8)
-    fill_chunk(i32 - 1, i32, i64, 0, np.zeros(1, np.bool_), i64, rows, i64, i64, rows, i64.copy())
+    took = np.zeros(2, np.bool_)
+    fill_chunk(i32 - 1, i32, i64, 0, took[:1], i64, rows, i64, i64, rows, i64.copy(), took)

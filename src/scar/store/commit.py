@@ -106,19 +106,25 @@ class Committing:
         self._retire()
 
     def _merge(self, t: int, c: int, ids: np.ndarray, values: np.ndarray, iteration: int):
-        """Compaction of chunk ``c``: one segment with every saved row of the chunk (the new
-        rows over the live ones) and per-row iterations, replacing all the chunk's segments.
-        None if a live segment cannot be read (the new rows are then written on their own)."""
+        """Compaction of chunk ``c``: one segment with the new rows over the saved rows of the
+        chunk's live segments, with per-row iterations, replacing those segments. The oldest
+        live segment is left as it is while it still holds at least half of the chunk's
+        rows (a full save, or an earlier merge, whose rows have not changed since): a merge
+        then rewrites the rows saved since, not the whole chunk. None if a live segment
+        cannot be read (the new rows are then written on their own)."""
         live, table = self._live, self._tables[t]
         lo, hi = table.chunks[c], table.chunks[c + 1]
         merged = np.zeros((hi - lo, table.width), table.dtype)
         try:
-            if live.bad:  # some rows resolve to older copies: row by row
-                old = np.flatnonzero(live.owner[t][lo:hi] >= 0)
+            if live.bad:  # some rows resolve to older copies: every row, one by one
+                keep = live.owner[t][lo:hi] >= 0
+                old = np.flatnonzero(keep)
                 merged[old] = self._gather(t, old + lo)
                 iters = live.iterations(t, slice(lo, hi))
-            else:  # each live segment's values section, read once; rows placed by the live set
+            else:  # each merged segment's values section, read once; rows placed by the live set
                 segs = live.chunk_segments(t, c)
+                if len(segs) > 1 and 2 * live.owned[segs[0][0]] >= hi - lo:
+                    segs = segs[1:]
                 offsets = np.cumsum([0] + [s.rows for _, s in segs])
                 held = np.empty((offsets[-1], table.width), table.dtype)
                 for (_, seg), a, z in zip(segs, offsets[:-1], offsets[1:], strict=True):
@@ -126,11 +132,10 @@ class Committing:
                         self._read_into(seg, held[a:z])
                     else:
                         held[a:z] = self._values(seg)
-                iters = live.fill_chunk(t, c, [u for u, _ in segs], offsets, held, merged)
+                iters, keep = live.fill_chunk(t, c, [u for u, _ in segs], offsets, held, merged)
         except CorruptCheckpointError as e:
             warnings.warn(f"compaction skipped: {e}", CheckpointWarning, stacklevel=2)
             return None
-        keep = live.owner[t][lo:hi] >= 0
         merged[ids - lo] = values
         iters[ids - lo] = iteration
         keep[ids - lo] = True

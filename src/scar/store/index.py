@@ -192,31 +192,36 @@ class LiveSet:
         offsets: np.ndarray,
         values: np.ndarray,
         merged: np.ndarray,
-    ) -> np.ndarray:
-        """Write into ``merged`` (the chunk's rows x width) every saved row of chunk ``c`` as
-        its live segment holds it - the segment of uid ``uids[j]`` holds its rows at
-        ``values[offsets[j]:offsets[j + 1]]`` - and return each row's saved iteration (-1:
-        never saved; rows never saved are left as they are in ``merged``). ``uids`` must be
-        every live segment of the chunk (``chunk_segments``) and none of them bad."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Write into ``merged`` (the chunk's rows x width) every row of chunk ``c`` that one
+        of the live segments ``uids`` owns, as that segment holds it - the segment of uid
+        ``uids[j]`` holds its rows at ``values[offsets[j]:offsets[j + 1]]``. Returns (each
+        row's saved iteration, -1 for the rows not taken; which rows were taken). Rows owned
+        by no segment of ``uids`` are left as they are in ``merged``. None of ``uids`` may
+        be bad."""
         table = self.tables[t]
         lo, hi = table.chunks[c], table.chunks[c + 1]
         umin = min(uids, default=0)
-        slot = np.zeros(max(uids, default=0) - umin + 1, np.int64)
+        slot = np.full(max(uids, default=0) - umin + 1, -1, np.int64)
         slot[np.asarray(uids, np.int64) - umin] = np.arange(len(uids))
         dense = np.array([self.segments[u].dense for u in uids], bool)
         offsets = np.asarray(offsets, np.int64)
         own, pos = self.owner[t][lo:hi], self.pos[t][lo:hi]
+        iters, took = np.full(hi - lo, -1, np.int64), np.zeros(hi - lo, bool)
         if (kernels := compiled(hi - lo)) is not None:
-            iters = np.empty(hi - lo, np.int64)
             kernels.fill_chunk(
                 own, pos, slot, umin, dense, offsets, values.view(np.uint8), self._iteration,
-                self.row_iters[t][lo:hi], merged.view(np.uint8), iters,
+                self.row_iters[t][lo:hi], merged.view(np.uint8), iters, took,
             )  # fmt: skip
-            return iters
-        rows = np.flatnonzero(own >= 0)
-        s = slot[own[rows] - umin]
+            return iters, took
+        k = own.astype(np.int64) - umin
+        rows = np.flatnonzero((k >= 0) & (k < slot.size))
+        s = slot[k[rows]]
+        rows, s = rows[s >= 0], s[s >= 0]
         merged[rows] = values[offsets[s] + np.where(dense[s], rows, pos[rows])]
-        return self.iterations(t, slice(lo, hi))
+        iters[rows] = self.iterations(t, rows + lo)
+        took[rows] = True
+        return iters, took
 
     def live_segments(self, t: int, c: int) -> int:
         return self.per_chunk[t, c]
