@@ -180,6 +180,8 @@ def test_an_unwritable_store_ends_the_run_with_a_store_error(tmp_path, async_wri
         LocalCluster(), tmp_path, checkpoint="full", period=2, async_writes=async_writes
     )
     run_steps(t, 2)
+    h = t.shards[1]
+    t.cluster.get(h, t.cluster.call(h, "sync"))  # no write of iteration 2 still in flight
     data = tmp_path / "store" / "shard-1" / "data"
     for f in data.iterdir():
         f.unlink()

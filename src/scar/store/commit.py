@@ -109,9 +109,10 @@ class Committing:
         """Compaction of chunk ``c``: one segment with the new rows over the saved rows of the
         chunk's live segments, with per-row iterations, replacing those segments. The oldest
         live segment is left as it is while it still holds at least half of the chunk's
-        rows (a full save, or an earlier merge, whose rows have not changed since): a merge
-        then rewrites the rows saved since, not the whole chunk. None if a live segment
-        cannot be read (the new rows are then written on their own)."""
+        rows (a full save, or an earlier merge, whose rows have not changed since) and at
+        least two others are merged: a merge then rewrites the rows saved since, not the
+        whole chunk. None if a live segment cannot be read (the new rows are then written on
+        their own)."""
         live, table = self._live, self._tables[t]
         lo, hi = table.chunks[c], table.chunks[c + 1]
         merged = np.zeros((hi - lo, table.width), table.dtype)
@@ -123,7 +124,8 @@ class Committing:
                 iters = live.iterations(t, slice(lo, hi))
             else:  # each merged segment's values section, read once; rows placed by the live set
                 segs = live.chunk_segments(t, c)
-                if len(segs) > 1 and 2 * live.owned[segs[0][0]] >= hi - lo:
+                # (with 2 segments, leaving the oldest would leave 2 again: a merge every save)
+                if len(segs) > 2 and 2 * live.owned[segs[0][0]] >= hi - lo:
                     segs = segs[1:]
                 offsets = np.cumsum([0] + [s.rows for _, s in segs])
                 held = np.empty((offsets[-1], table.width), table.dtype)
