@@ -14,7 +14,6 @@ versions. A writer opening the store deletes both (``_clean``), under the writer
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from collections import Counter
@@ -130,10 +129,7 @@ class Committing:
                 offsets = np.cumsum([0] + [s.rows for _, s in segs])
                 held = np.empty((offsets[-1], table.width), table.dtype)
                 for (_, seg), a, z in zip(segs, offsets[:-1], offsets[1:], strict=True):
-                    if seg.codec == "raw" and sys.byteorder == "little":
-                        self._read_into(seg, held[a:z])
-                    else:
-                        held[a:z] = self._values(seg)
+                    self._values_into(seg, held[a:z])
                 iters, keep = live.fill_chunk(t, c, [u for u, _ in segs], offsets, held, merged)
         except CorruptCheckpointError as e:
             warnings.warn(f"compaction skipped: {e}", CheckpointWarning, stacklevel=2)

@@ -223,13 +223,8 @@ class Reading:
             rest = []
             for c, p, q in table.by_chunk(ids):
                 seg = live.single_owner(t, c) if q - p == table.chunk_rows(c) else None
-                if (
-                    seg is not None
-                    and seg.dense
-                    and seg.codec == "raw"
-                    and sys.byteorder == "little"
-                ):
-                    self._read_into(seg, out[p:q])
+                if seg is not None and seg.dense:
+                    self._values_into(seg, out[p:q])
                 else:
                     rest.append(np.arange(p, q))
             where = np.concatenate(rest) if rest else np.empty(0, np.int64)
@@ -261,7 +256,12 @@ class Reading:
         data = self._read(seg.path, seg.index_bytes, seg.values_bytes)
         return decode_values(data, seg, self._live.tables[seg.table])
 
-    def _read_into(self, seg: Segment, out: np.ndarray) -> None:
+    def _values_into(self, seg: Segment, out: np.ndarray) -> None:
+        """The values of ``seg`` into ``out`` (its rows x width): a raw section is read straight
+        into it (checked in place), a compressed one decoded and copied."""
+        if seg.codec != "raw" or sys.byteorder != "little":
+            out[...] = self._values(seg)
+            return
         mv = memoryview(out.reshape(-1)).cast("B")
         try:
             n = self.backend.read_into(seg.path, seg.index_bytes, mv)
