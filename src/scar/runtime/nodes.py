@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,20 +228,23 @@ class ShardServer:
     def pid(self) -> int:
         return os.getpid()
 
-    def pull(self) -> dict[str, np.ndarray]:
-        w0, c0 = time.perf_counter(), time.thread_time()
-        out = {n: t.copy() for n, t in self.state.items()}
-        self._serve_wall += time.perf_counter() - w0
-        self._serve_cpu += time.thread_time() - c0
-        return out
-
-    def apply(self, iteration: int, args: Any, *pushes: Mapping[str, Update]) -> dict[str, Any]:
+    @contextmanager
+    def _serving(self):
+        """Count the wall and CPU time of a call the shard serves (``stats``)."""
         w0, c0 = time.perf_counter(), time.thread_time()
         try:
-            return self._apply(iteration, args, *pushes)
+            yield
         finally:
             self._serve_wall += time.perf_counter() - w0
             self._serve_cpu += time.thread_time() - c0
+
+    def pull(self) -> dict[str, np.ndarray]:
+        with self._serving():
+            return {n: t.copy() for n, t in self.state.items()}
+
+    def apply(self, iteration: int, args: Any, *pushes: Mapping[str, Update]) -> dict[str, Any]:
+        with self._serving():
+            return self._apply(iteration, args, *pushes)
 
     def _apply(self, iteration: int, args: Any, *pushes: Mapping[str, Update]) -> dict[str, Any]:
         """Apply every worker's pushes for ``iteration``, then checkpoint if the policy is due."""
