@@ -88,9 +88,7 @@ def main() -> None:
     ap.add_argument("--burn-ms", type=float, default=4.0, help="CPU ms per save and shard")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--block", type=int, default=32)
-    ap.add_argument("--period", type=int, default=16)
-    ap.add_argument("--hash-bits", type=int, default=20)
-    ap.add_argument("--examples", type=int, default=200_000)
+    ro.add_problem_args(ap)
     a = ap.parse_args()
     a.save_priority = "idle"
     if a.block % a.period or a.shards < 1 or a.burn_ms < 0 or a.rounds < 2:

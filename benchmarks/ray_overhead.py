@@ -140,6 +140,14 @@ def config(name: str, shards: int, a, store: str) -> TrainConfig:
     ).validate()
 
 
+def add_problem_args(ap: argparse.ArgumentParser) -> None:
+    """The flags of the problem ``config`` builds (also parsed by ray_background_control.py
+    and store_write_volume.py, which run the same problem)."""
+    ap.add_argument("--hash-bits", type=int, default=20)
+    ap.add_argument("--examples", type=int, default=200_000)
+    ap.add_argument("--period", type=int, default=16)
+
+
 def pct(x: float) -> float:
     return round(100 * float(x), 2)
 
@@ -194,22 +202,20 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
         "shards": shards,
         "it_per_s_none": round(1 / base.mean(), 2),
         "noise_pct_none": pct((base.max() - base.min()) / base.mean()),
-        "shard_cpu_ms_per_it_none": round(1000 * med(b["process_cpu"] for b in runs["none"]), 1),
-        "serve_wall_ms_none": round(1000 * med(b["serve_wall"] for b in runs["none"]), 2),
-        "serve_cpu_ms_none": round(1000 * med(b["serve_cpu"] for b in runs["none"]), 2),
-        "machine_cpu_ms_per_it_none": machine_ms(runs["none"]),
-        "kernel_cpu_ms_per_it_none": machine_ms(runs["none"], "kernel"),
     }
+    for name, bl in runs.items():  # what every run reports, "none" included
+        row[f"shard_cpu_ms_per_it_{name}"] = round(1000 * med(b["process_cpu"] for b in bl), 1)
+        row[f"machine_cpu_ms_per_it_{name}"] = machine_ms(bl)
+        row[f"kernel_cpu_ms_per_it_{name}"] = machine_ms(bl, "kernel")
+        for k in ("serve_wall", "serve_cpu"):
+            row[f"{k}_ms_per_it_{name}"] = round(1000 * med(b[k] for b in bl), 2)
     for name in ("full", "priority"):
         bl = runs[name]
         wall = np.array([b["wall"] for b in bl])
         row[f"it_per_s_{name}"] = round(1 / wall.mean(), 2)
         row[f"overhead_pct_{name}"], row[f"overhead_ci95_{name}"] = overhead(base, wall)
         row[f"ckpt_path_pct_{name}"] = pct(sum(b["critical"] for b in bl) / wall.sum())
-        row[f"shard_cpu_ms_per_it_{name}"] = round(1000 * med(b["process_cpu"] for b in bl), 1)
-        row[f"machine_cpu_ms_per_it_{name}"] = machine_ms(bl)
-        row[f"kernel_cpu_ms_per_it_{name}"] = machine_ms(bl, "kernel")
-        for k in ("save_thread_cpu", "store_writer_cpu", "store_wait", "serve_wall", "serve_cpu"):
+        for k in ("save_thread_cpu", "store_writer_cpu", "store_wait"):
             row[f"{k}_ms_per_it_{name}"] = round(1000 * med(b[k] for b in bl), 2)
     busy = [b["busy"] for bl in runs.values() for b in bl if b["busy"] is not None]
     row["busy_cores"] = round(med(busy), 2) if busy else None
@@ -221,9 +227,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--block", type=int, default=32, help="iterations per block")
-    ap.add_argument("--hash-bits", type=int, default=20)
-    ap.add_argument("--examples", type=int, default=200_000)
-    ap.add_argument("--period", type=int, default=16)
+    add_problem_args(ap)
     ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--save-priority", choices=PRIORITIES, default="idle")
     a = ap.parse_args()

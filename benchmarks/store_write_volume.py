@@ -3,17 +3,20 @@ checkpoints: the store's write amplification (row ids, per-row ages, manifests, 
 
     .venv/bin/python benchmarks/store_write_volume.py [--shards 4] [--iterations 320]
 
-Sparse LR on criteo-synth (2^20 rows, the ``ray_overhead.py`` problem) on the local runtime,
-priority(1/8) every 2nd iteration (``--period 16``), synchronous writes so that every byte is
-on disk when an iteration ends. After 32 warm-up iterations it counts, over ``--iterations``:
-the bytes the process wrote to storage (Linux ``/proc/self/io`` ``write_bytes``: every
-segment, manifest and merged segment) and the value bytes of the rows the checkpoints saved.
+Sparse LR on criteo-synth (2^20 rows: ``ray_overhead.py``'s problem, the same flags) on the
+local runtime, priority(1/8) every 2nd iteration (``--period 16``), synchronous writes so that
+every byte is on disk when an iteration ends. After 32 warm-up iterations it counts, over
+``--iterations``: the bytes the process wrote to storage (Linux ``/proc/self/io``
+``write_bytes``: every segment, manifest and merged segment) and the value bytes of the rows
+the checkpoints saved.
 The last line is one JSON object; ``amplification`` = written / value bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -21,11 +24,16 @@ import shutil
 import sys
 import tempfile
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 # benchmarks/select.py would shadow the standard library's `select`: drop this script's folder.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]  # fmt: skip
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 
-from scar.runtime import TrainConfig, Trainer, build_split  # noqa: E402
+from scar.runtime import Trainer, build_split  # noqa: E402
 from scar.runtime.local import LocalCluster  # noqa: E402
+
+spec = importlib.util.spec_from_file_location("ray_overhead", os.path.join(HERE, "ray_overhead.py"))
+ro = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ro)
 
 
 def written() -> int:
@@ -41,20 +49,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--iterations", type=int, default=320)
-    ap.add_argument("--period", type=int, default=16)
+    ro.add_problem_args(ap)
     a = ap.parse_args()
+    a.save_priority = "idle"
     if a.shards < 1 or a.iterations < 1 or a.period < 1:
         ap.error("need --shards, --iterations and --period >= 1")
     if not os.path.exists("/proc/self/io"):
         sys.exit("needs Linux's /proc/self/io")
     work = tempfile.mkdtemp(prefix="scar-write-volume-")
     try:
-        cfg = TrainConfig(
-            runtime="local", model="sparse-lr", dataset="criteo-synth", shards=a.shards,
-            workers=2, checkpoint="priority", fraction=0.125, period=a.period,
-            iterations=10**9, store=f"{work}/s", async_writes=False, eval_every=10**9,
-            hyper={"batch_size": 8192}, synth={"examples": 200_000, "hash_bits": 20},
-        ).validate()  # fmt: skip
+        cfg = ro.config("priority", a.shards, a, f"{work}/s")  # in this process, in sync
+        cfg = dataclasses.replace(cfg, runtime="local", async_writes=False).validate()
         t = Trainer(cfg, build_split(cfg), LocalCluster(), cfg.store)
         for _ in range(32):
             t.step()
