@@ -228,19 +228,30 @@ def test_large_sparse_saves_through_the_compiled_loops_store_every_value(tmp_pat
     same_as(DurableStore(url, readonly=True), ref, specs)
 
 
-@pytest.mark.parametrize("loops", ["numpy", "compiled"])
+@pytest.fixture(params=["numpy", "compiled"])
+def loops(request, monkeypatch):
+    """The store's loops for a test: numpy's (the compiled ones unloaded, and no save large
+    enough to load them) or the compiled ones (loaded: every save runs them)."""
+    import sys
+
+    if request.param == "numpy":
+        monkeypatch.delitem(sys.modules, "scar.store._kernels", raising=False)
+        monkeypatch.setattr("scar.store.index.COMPILED_ROWS", 1 << 40)
+    else:
+        import scar.store._kernels  # noqa: F401
+    return request.param
+
+
 def test_small_saves_give_the_same_store_with_numpy_or_compiled_loops(tmp_path, monkeypatch, loops):
     """Below COMPILED_ROWS the store runs its compiled loops only once a process has loaded
     them (a shard server does, up front): both ways, every value, saved iteration and file is
     the same - compaction (per-row iterations, rows placed from each live segment) included."""
     import sys
 
-    from scar.store import _kernels
-
     calls = []
-    if loops == "numpy":
-        monkeypatch.delitem(sys.modules, "scar.store._kernels")
-    else:
+    if loops == "compiled":
+        from scar.store import _kernels
+
         real = _kernels.fill_chunk
         monkeypatch.setattr(_kernels, "fill_chunk", lambda *a: calls.append(1) or real(*a))
     specs = [
@@ -331,21 +342,11 @@ def test_merged_segments_store_ages_in_as_few_bytes_as_hold_them(tmp_path, late,
     assert verify(again).ok
 
 
-@pytest.mark.parametrize("loops", ["numpy", "compiled"])
-def test_a_merge_leaves_an_oldest_segment_that_still_holds_half_the_chunk(
-    tmp_path, monkeypatch, loops
-):
+def test_a_merge_leaves_an_oldest_segment_that_still_holds_half_the_chunk(tmp_path, loops):
     """Priority checkpoints rewrite a few hot rows: while the oldest live segment (the full
     save) still holds at least half the chunk, a merge combines only the segments after it -
     it rewrites the rows saved since, not the whole chunk - and once the full save holds
     less than half, the merge takes every row. Values and iterations read as saved."""
-    import sys
-
-    if loops == "numpy":
-        monkeypatch.delitem(sys.modules, "scar.store._kernels", raising=False)
-        monkeypatch.setattr("scar.store.index.COMPILED_ROWS", 1 << 40)
-    else:
-        from scar.store import _kernels  # noqa: F401  (loaded: every save runs compiled)
     specs = [TableSpec("w", 100, 2)]
     ref = MemoryStore()
     ref.open(specs)
