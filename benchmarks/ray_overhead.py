@@ -34,7 +34,14 @@ the default of ``scar train``): they use the cores the workers leave idle. Compa
 ``--save-priority normal``. Ray starts its worker processes at nice 15: any other busy process
 on the machine starves the run; trust the overheads only on an otherwise idle machine.
 
+``--attribute`` adds two more runs of priority, interleaved with the others: with fsync off
+(``overhead_pct_priority_nofsync``) and with each shard's store in fsspec's in-memory file
+system (``overhead_pct_priority_memory``: no files, no kernel I/O; the store's own CPU -
+checksums, row bitmaps, the live-set index, manifests, compaction - and the selection stay).
+What they save against ``priority`` is what the store's file system work costs the run.
+
     .venv/bin/python benchmarks/ray_overhead.py [--rounds 12] [--block 32] [--save-priority idle]
+        [--shards 1 2 4] [--attribute]
 """
 
 from __future__ import annotations
@@ -59,6 +66,9 @@ from scar.runtime.ray_ps import RayCluster
 from scar.store.writer import PRIORITIES
 
 CONFIGS = ("none", "full", "priority")
+# --attribute: the priority run again with its store's file system work taken away, to tell
+# what the fsyncs and the files cost from what the selection and the store's own CPU cost
+ATTRIBUTION = ("priority_nofsync", "priority_memory")
 STATS = (
     "process_cpu_seconds",
     "save_thread_cpu_seconds",
@@ -121,18 +131,24 @@ def block(t: Trainer, n: int) -> dict[str, float]:
 
 
 def config(name: str, shards: int, a, store: str) -> TrainConfig:
+    """The run ``name`` (one of CONFIGS or ATTRIBUTION) of the sparse LR problem."""
+    policy = "full" if name == "none" else name.split("_")[0]
     return TrainConfig(
         runtime="ray",
         model="sparse-lr",
         dataset="criteo-synth",
         shards=shards,
         workers=2,
-        checkpoint="full" if name == "none" else name,
+        checkpoint=policy,
         fraction=0.125,
         period=10**9 if name == "none" else a.period,
         iterations=10**9,
-        store=store,
+        # fsspec's in-memory file system: each shard's store lives in its own process
+        store=f"memory://scar-ray-overhead/{os.path.basename(store)}"
+        if name == "priority_memory"
+        else store,
         async_writes=True,
+        fsync=name != "priority_nofsync",
         eval_every=10**9,
         save_priority=a.save_priority,
         hyper={"batch_size": 8192},
@@ -190,7 +206,7 @@ def machine_ms(blocks: list[dict], key: str = "busy") -> float | None:
 def measure(cluster, split, shards: int, a, work: str) -> dict:
     trainers = {}
     try:
-        for name in CONFIGS:
+        for name in CONFIGS + (ATTRIBUTION if a.attribute else ()):
             cfg = config(name, shards, a, f"{work}/{shards}-{name}")
             trainers[name] = Trainer(cfg, split, cluster, cfg.store)
         runs = interleaved(trainers, a)
@@ -209,7 +225,7 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
         row[f"kernel_cpu_ms_per_it_{name}"] = machine_ms(bl, "kernel")
         for k in ("serve_wall", "serve_cpu"):
             row[f"{k}_ms_per_it_{name}"] = round(1000 * med(b[k] for b in bl), 2)
-    for name in ("full", "priority"):
+    for name in [n for n in runs if n != "none"]:
         bl = runs[name]
         wall = np.array([b["wall"] for b in bl])
         row[f"it_per_s_{name}"] = round(1 / wall.mean(), 2)
@@ -230,6 +246,11 @@ def main() -> None:
     add_problem_args(ap)
     ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--save-priority", choices=PRIORITIES, default="idle")
+    ap.add_argument(
+        "--attribute",
+        action="store_true",
+        help="also run priority with fsync off and with an in-memory store (memory://)",
+    )
     a = ap.parse_args()
     if a.block % a.period:
         ap.error("--block must be a multiple of --period (equal saves in every block)")
