@@ -1,0 +1,183 @@
+"""Machine CPU per small version of three ways to make it durable on a local file system: the
+store's file-per-version commit against two schemes that reuse space instead of creating and
+deleting files. A design benchmark: what a log-structured local backend would save.
+
+    .venv/bin/python benchmarks/commit_schemes.py [--versions 600] [--rounds 2] [--dir .]
+
+Each version is a ``--segment-kb`` segment (160 KB: a 32768-row priority save of one sparse-LR
+shard, float32 values and a row bitmap) and a ``--manifest-kb`` manifest (3 KB), written as:
+
+* ``files`` (the baseline, what ``LocalBackend.publish`` does for a small version): the segment
+  written to a new file and fsynced, a new temporary manifest written and fsynced, the data
+  directory fsynced, the manifest renamed into place, its directory fsynced; the files of the
+  version ``keep`` (3) back deleted;
+* ``recycled``: the segment written over one of ``keep + 1`` data files in place (no new file,
+  no delete, no directory flush) and ``fdatasync``-ed; the manifest as in ``files``;
+* ``log``: segment and manifest written together into a preallocated file in place (slots
+  reused round-robin) and ``fdatasync``-ed: one flush of data blocks, no metadata to journal.
+
+Measured per version: wall time, CPU of this process, and CPU of the whole machine from
+/proc/stat (the file system's journal thread, I/O completions and discards of freed blocks
+included: work done at normal priority whatever the writer's own priority). The rounds rotate
+the order; medians. The last line is one JSON object with each scheme's machine CPU and the
+ratio ``files / scheme``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+# benchmarks/select.py would shadow the standard library's `select`: drop this script's folder.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]  # fmt: skip
+
+SCHEMES = ("files", "recycled", "log")
+KEEP = 3  # versions kept, as the store's default keep_last
+WARM = 20  # versions written before the timed ones (every slot and data file exists then)
+
+
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, kernel, total) jiffies of the whole machine; kernel: system, irq, softirq."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], v[2] + v[5] + v[6], sum(v)
+
+
+def write_new(path: str, data: bytes, sync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def overwrite(path: str, data: bytes, at: int = 0) -> None:
+    """Write ``data`` over a file's existing bytes at ``at`` and flush them (fdatasync: no
+    metadata to commit while the file does not grow)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, data, at)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+class Scheme:
+    def __init__(self, name: str, root: str, segment: bytes, manifest: bytes) -> None:
+        self.name, self.segment, self.manifest = name, segment, manifest
+        self.data, self.mans = os.path.join(root, "data"), os.path.join(root, "manifests")
+        os.makedirs(self.data)
+        os.makedirs(self.mans)
+        self.data_fd = os.open(self.data, os.O_RDONLY)
+        self.mans_fd = os.open(self.mans, os.O_RDONLY)
+        self.slot = len(segment) + len(manifest)
+        if name == "log":  # preallocated once, with its size flushed
+            fd = os.open(os.path.join(self.data, "log"), os.O_WRONLY | os.O_CREAT, 0o644)
+            os.posix_fallocate(fd, 0, self.slot * (KEEP + 1))
+            os.fsync(fd)
+            os.close(fd)
+            os.fsync(self.data_fd)
+
+    def close(self) -> None:
+        os.close(self.data_fd)
+        os.close(self.mans_fd)
+
+    def _commit_manifest(self, v: int) -> None:
+        tmp = os.path.join(self.mans, f".v{v}.tmp")
+        write_new(tmp, self.manifest, sync=True)
+        os.replace(tmp, os.path.join(self.mans, f"v{v}.json"))
+        os.fsync(self.mans_fd)
+
+    def version(self, v: int) -> None:
+        if self.name == "files":
+            write_new(os.path.join(self.data, f"v{v}.seg"), self.segment, sync=True)
+            os.fsync(self.data_fd)  # (after the temp manifest in the store: the same flushes)
+            self._commit_manifest(v)
+            if v >= KEEP:
+                os.unlink(os.path.join(self.data, f"v{v - KEEP}.seg"))
+                os.unlink(os.path.join(self.mans, f"v{v - KEEP}.json"))
+        elif self.name == "recycled":
+            overwrite(os.path.join(self.data, f"slot{v % (KEEP + 1)}.seg"), self.segment)
+            self._commit_manifest(v)
+            if v >= KEEP:
+                os.unlink(os.path.join(self.mans, f"v{v - KEEP}.json"))
+        else:
+            at = (v % (KEEP + 1)) * self.slot
+            overwrite(os.path.join(self.data, "log"), self.segment + self.manifest, at)
+
+
+def run(name: str, root: str, a, segment: bytes, manifest: bytes) -> dict[str, float]:
+    s = Scheme(name, root, segment, manifest)
+    try:
+        for v in range(WARM):
+            s.version(v)
+        c0, p0, w0 = machine_ticks(), time.process_time(), time.perf_counter()
+        for v in range(WARM, WARM + a.versions):
+            s.version(v)
+        c1, p1, w1 = machine_ticks(), time.process_time(), time.perf_counter()
+    finally:
+        s.close()
+    cores = os.cpu_count() or 1
+    wall = w1 - w0
+    share = cores * wall / max(1, c1[2] - c0[2])  # seconds of CPU per jiffy of the machine
+    return {
+        "wall": 1e3 * wall / a.versions,
+        "process": 1e3 * (p1 - p0) / a.versions,
+        "machine": 1e3 * share * (c1[0] - c0[0]) / a.versions,
+        "kernel": 1e3 * share * (c1[1] - c0[1]) / a.versions,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--versions", type=int, default=600)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--segment-kb", type=int, default=160)
+    ap.add_argument("--manifest-kb", type=int, default=3)
+    ap.add_argument("--dir", default=".")
+    a = ap.parse_args()
+    if a.versions < 1 or a.rounds < 1 or a.segment_kb < 1 or a.manifest_kb < 1:
+        ap.error("--versions, --rounds, --segment-kb and --manifest-kb must be >= 1")
+    if not os.path.exists("/proc/stat"):
+        ap.error("needs Linux's /proc/stat for the machine's CPU time")
+    segment, manifest = os.urandom(a.segment_kb << 10), os.urandom(a.manifest_kb << 10)
+    res: dict[str, list[dict]] = {n: [] for n in SCHEMES}
+    for r in range(a.rounds):
+        for name in SCHEMES[r % len(SCHEMES) :] + SCHEMES[: r % len(SCHEMES)]:
+            root = tempfile.mkdtemp(prefix="scar-commit-", dir=a.dir)
+            try:
+                res[name].append(run(name, root, a, segment, manifest))
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+        print({n: {k: round(v, 3) for k, v in rs[-1].items()} for n, rs in res.items()}, flush=True)
+    med = {
+        n: {k: round(statistics.median(x[k] for x in rs), 3) for k in rs[0]}
+        for n, rs in res.items()
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "commit_schemes",
+                "segment_kb": a.segment_kb,
+                "manifest_kb": a.manifest_kb,
+                "versions": a.versions,
+                "ms_per_version": med,
+                "files_over": {
+                    n: round(med["files"]["machine"] / max(med[n]["machine"], 1e-9), 2)
+                    for n in SCHEMES[1:]
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
