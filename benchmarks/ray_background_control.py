@@ -11,8 +11,9 @@ one of two ways:
 * ``memory``: adding 1 to a 16 MB array over and over (streams through memory, as a
   checkpoint's gathers, copies and index updates do).
 
-The overhead of each over a run with no background work is measured as ray_overhead.py does
-(interleaved blocks, ratio of total times, bootstrap 95 % interval). With ``--burn-ms`` set to
+The overhead of each over the same run with the burns paused is measured as ray_overhead.py
+measures a checkpoint's (blocks with the saves on and paused on the same processes, ratio of
+total times, bootstrap 95 % interval). With ``--burn-ms`` set to
 the CPU that ray_overhead.py reports per priority save (save thread + store writer, per shard),
 the result is the overhead the checkpoint would have if it were ideal background work.
 
@@ -45,7 +46,7 @@ spec = importlib.util.spec_from_file_location("ray_overhead", os.path.join(HERE,
 ro = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ro)
 
-KINDS = ("none", "cache", "memory")
+KINDS = ("cache", "memory")
 
 
 class BurningShard(ShardServer):
@@ -73,9 +74,8 @@ class BurningShard(ShardServer):
 
 
 def trainer(kind: str, a, split, cluster, store: str) -> Trainer:
-    cfg = ro.config("none" if kind == "none" else "priority", a.shards, a, store)
-    cls = type(f"Burn_{kind}", (BurningShard,), {"burn": (kind, a.burn_ms)})
-    coordinator.ShardServer = ShardServer if kind == "none" else cls
+    cfg = ro.config("priority", a.shards, a, store)
+    coordinator.ShardServer = type(f"Burn_{kind}", (BurningShard,), {"burn": (kind, a.burn_ms)})
     try:
         return Trainer(cfg, split, cluster, cfg.store)
     finally:
@@ -103,19 +103,18 @@ def main() -> None:
         split = build_split(ro.config("none", 1, a, work))
         for kind in KINDS:
             trainers[kind] = trainer(kind, a, split, cluster, f"{work}/{kind}")
-        runs = ro.interleaved(trainers, a)
+        runs = ro.paired(trainers, a)
     finally:
         ro.discard(cluster, trainers)
         cluster.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    base = np.array([b["wall"] for b in runs["none"]])
     out = {"benchmark": "ray_background_control", "shards": a.shards, "burn_ms": a.burn_ms}
-    for kind in KINDS[1:]:
-        wall = np.array([b["wall"] for b in runs[kind]])
-        out[f"overhead_pct_{kind}"], out[f"overhead_ci95_{kind}"] = ro.overhead(base, wall)
-        burned = np.median([b["save_thread_cpu"] for b in runs[kind]])
+    for kind in KINDS:
+        on, off = (np.array([b["wall"] for b in runs[kind][k]]) for k in (True, False))
+        out[f"overhead_pct_{kind}"], out[f"overhead_ci95_{kind}"] = ro.overhead(off, on)
+        burned = np.median([b["save_thread_cpu"] for b in runs[kind][True]])
         out[f"burn_cpu_ms_per_it_{kind}"] = round(1000 * float(burned), 2)
-    out["noise_pct_none"] = ro.pct((base.max() - base.min()) / base.mean())
+        out[f"noise_pct_{kind}_paused"] = ro.pct((off.max() - off.min()) / off.mean())
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))
 

@@ -3,24 +3,30 @@
 bytes (both write n/C rows per iteration) on sparse LR over the Ray runtime with 1, 2 and 4
 shards, async writes. Target: overhead < 3 %.
 
-Overhead = extra wall time per iteration over a run with no periodic checkpoint, as a % of
-the latter. The three runs (none / full / priority) of a shard count live side by side (same
-data, same actors' code, warmed up) and are measured in interleaved blocks of ``--block``
-iterations (a multiple of the period, so a block holds the same saves every time: 2 full
-checkpoints, 16 priority ones and one compaction of the priority store), in ``--rounds`` rounds
-whose order rotates; each block ends with every shard's writes durable. The overhead is the
-ratio of the total wall times (every block, every checkpoint and compaction included, nothing
-trimmed), with a 95 % bootstrap interval over rounds (resampled in pairs, so slow drifts of the
-machine cancel); beside it the spread of the no-checkpoint blocks themselves (the noise floor:
-single 32-iteration blocks of the same run differ by 5-20 % on 2 shared cores).
+Overhead = extra wall time per iteration with the periodic checkpoints on, over the same run
+with them paused (``Trainer.set_checkpointing``), as a % of the latter. Both are measured on
+the same processes: separate runs with and without checkpoints differ by themselves - three
+identical runs without checkpoints, side by side, measured 0, -2.0 and -2.8 % apart, intervals
+excluding 0 (where Ray's processes land, how their arrays are backed) - a bias as large as
+the effect. Each run (full, priority) alternates blocks of ``--block`` iterations with
+checkpoints on and paused (a multiple of the period, so an "on" block holds the same saves
+every time: 2 full checkpoints, or 16 priority ones and one compaction of the priority
+store), in ``--rounds`` rounds whose order rotates; each block ends with every shard's writes
+durable. The overhead is the ratio of the total wall times (every block, every checkpoint and
+compaction included, nothing trimmed), with a 95 % bootstrap interval over rounds (on and
+paused resampled in pairs, so slow drifts of the machine cancel). The first priority save
+after a pause chooses among every row changed during it: more work than a save in a steady
+run, counted against the checkpoints. ``between_runs_pct`` is the paused blocks of priority
+against those of full: the bias a comparison across runs would carry.
 
 Besides wall clock, the shards report the checkpoint work they do:
 
 * ``ckpt_path_pct``: time a shard spends on checkpoints inside ``apply`` (the critical path:
   waiting for the previous background save, handing over the next), % of the iteration;
 * ``shard_cpu_ms_per_it``: CPU of the shard processes (selection, snapshot, store writer
-  threads, Ray's own threads) per iteration; the extra over "none" is the checkpoint's CPU,
-  split into the save threads' (``save_thread_cpu``) and the store writers' (``store_writer_cpu``);
+  threads, Ray's own threads) per iteration, with checkpoints on and ``_paused``; the
+  checkpoint's part is split into the save threads' (``save_thread_cpu``) and the store
+  writers' (``store_writer_cpu``);
 * ``serve_wall`` / ``serve_cpu`` (ms per iteration, summed over shards): wall and CPU time of
   the shards' ``pull`` and ``apply``; wall growing more than CPU with checkpoints on means
   the serving threads wait for a core or for the GIL that a background thread holds;
@@ -34,7 +40,7 @@ the default of ``scar train``): they use the cores the workers leave idle. Compa
 ``--save-priority normal``. Ray starts its worker processes at nice 15: any other busy process
 on the machine starves the run; trust the overheads only on an otherwise idle machine.
 
-``--attribute`` adds two more runs of priority, interleaved with the others: with fsync off
+``--attribute`` adds two more runs of priority: with fsync off
 (``overhead_pct_priority_nofsync``) and with each shard's store in fsspec's in-memory file
 system (``overhead_pct_priority_memory``: no files, no kernel I/O; the store's own CPU -
 checksums, row bitmaps, the live-set index, manifests, compaction - and the selection stay).
@@ -65,7 +71,7 @@ from scar.runtime import TrainConfig, Trainer, build_split
 from scar.runtime.ray_ps import RayCluster
 from scar.store.writer import PRIORITIES
 
-CONFIGS = ("none", "full", "priority")
+CONFIGS = ("full", "priority")
 # --attribute: the priority run again with its store's file system work taken away, to tell
 # what the fsyncs and the files cost from what the selection and the store's own CPU cost
 ATTRIBUTION = ("priority_nofsync", "priority_memory")
@@ -131,7 +137,8 @@ def block(t: Trainer, n: int) -> dict[str, float]:
 
 
 def config(name: str, shards: int, a, store: str) -> TrainConfig:
-    """The run ``name`` (one of CONFIGS or ATTRIBUTION) of the sparse LR problem."""
+    """The run ``name`` of the sparse LR problem: "none" (no periodic checkpoint), or one of
+    CONFIGS or ATTRIBUTION."""
     policy = "full" if name == "none" else name.split("_")[0]
     return TrainConfig(
         runtime="ray",
@@ -168,16 +175,22 @@ def pct(x: float) -> float:
     return round(100 * float(x), 2)
 
 
-def interleaved(trainers: dict[str, Trainer], a) -> dict[str, list[dict]]:
-    """A warm-up period on each trainer, then ``a.rounds`` rounds of one ``a.block`` block
-    each, the order rotating from round to round: the blocks of every trainer, by name."""
+def paired(trainers: dict[str, Trainer], a) -> dict[str, dict[bool, list[dict]]]:
+    """A warm-up period on each trainer, then ``a.rounds`` rounds: in each, every trainer (the
+    order rotating from round to round) runs one ``a.block`` block with its checkpoints on and
+    one with them paused (which first alternates). The blocks, by trainer, then on / paused."""
     for t in trainers.values():  # warm-up: one period, so blocks start on a full save
         block(t, a.period)
     names = list(trainers)
-    runs: dict[str, list[dict]] = {n: [] for n in names}
+    runs: dict[str, dict[bool, list[dict]]] = {n: {True: [], False: []} for n in names}
     for r in range(a.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            runs[name].append(block(trainers[name], a.block))
+            t = trainers[name]
+            for on in (True, False) if r % 2 == 0 else (False, True):
+                t.set_checkpointing(on)
+                runs[name][on].append(block(t, a.block))
+    for t in trainers.values():
+        t.set_checkpointing(True)
     return runs
 
 
@@ -209,33 +222,36 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
         for name in CONFIGS + (ATTRIBUTION if a.attribute else ()):
             cfg = config(name, shards, a, f"{work}/{shards}-{name}")
             trainers[name] = Trainer(cfg, split, cluster, cfg.store)
-        runs = interleaved(trainers, a)
+        runs = paired(trainers, a)
     finally:
         discard(cluster, trainers)
-    base = np.array([b["wall"] for b in runs["none"]])
     med = statistics.median
-    row = {
-        "shards": shards,
-        "it_per_s_none": round(1 / base.mean(), 2),
-        "noise_pct_none": pct((base.max() - base.min()) / base.mean()),
-    }
-    for name, bl in runs.items():  # what every run reports, "none" included
-        row[f"shard_cpu_ms_per_it_{name}"] = round(1000 * med(b["process_cpu"] for b in bl), 1)
-        row[f"machine_cpu_ms_per_it_{name}"] = machine_ms(bl)
-        row[f"kernel_cpu_ms_per_it_{name}"] = machine_ms(bl, "kernel")
-        for k in ("serve_wall", "serve_cpu"):
-            row[f"{k}_ms_per_it_{name}"] = round(1000 * med(b[k] for b in bl), 2)
-    for name in [n for n in runs if n != "none"]:
-        bl = runs[name]
-        wall = np.array([b["wall"] for b in bl])
-        row[f"it_per_s_{name}"] = round(1 / wall.mean(), 2)
-        row[f"overhead_pct_{name}"], row[f"overhead_ci95_{name}"] = overhead(base, wall)
-        row[f"ckpt_path_pct_{name}"] = pct(sum(b["critical"] for b in bl) / wall.sum())
+    row: dict = {"shards": shards}
+    for name, r in runs.items():
+        on, off = (np.array([b["wall"] for b in r[k]]) for k in (True, False))
+        row[f"it_per_s_{name}"] = round(1 / on.mean(), 2)
+        row[f"it_per_s_{name}_paused"] = round(1 / off.mean(), 2)
+        row[f"overhead_pct_{name}"], row[f"overhead_ci95_{name}"] = overhead(off, on)
+        row[f"noise_pct_{name}_paused"] = pct((off.max() - off.min()) / off.mean())
+        row[f"ckpt_path_pct_{name}"] = pct(sum(b["critical"] for b in r[True]) / on.sum())
         for k in ("save_thread_cpu", "store_writer_cpu", "store_wait"):
-            row[f"{k}_ms_per_it_{name}"] = round(1000 * med(b[k] for b in bl), 2)
-    busy = [b["busy"] for bl in runs.values() for b in bl if b["busy"] is not None]
+            row[f"{k}_ms_per_it_{name}"] = round(1000 * med(b[k] for b in r[True]), 2)
+        for key, bl in ((name, r[True]), (f"{name}_paused", r[False])):
+            row[f"shard_cpu_ms_per_it_{key}"] = round(1000 * med(b["process_cpu"] for b in bl), 1)
+            row[f"machine_cpu_ms_per_it_{key}"] = machine_ms(bl)
+            row[f"kernel_cpu_ms_per_it_{key}"] = machine_ms(bl, "kernel")
+            for k in ("serve_wall", "serve_cpu"):
+                row[f"{k}_ms_per_it_{key}"] = round(1000 * med(b[k] for b in bl), 2)
+    # the same paused iterations on two sets of processes: the bias across runs
+    paused = {n: np.array([b["wall"] for b in runs[n][False]]) for n in ("full", "priority")}
+    row["between_runs_pct"], row["between_runs_ci95"] = overhead(paused["full"], paused["priority"])
+    busy = [b["busy"] for r in runs.values() for bl in r.values() for b in bl if b["busy"]]
     row["busy_cores"] = round(med(busy), 2) if busy else None
-    row["blocks_ms"] = {n: [round(1000 * b["wall"], 1) for b in bl] for n, bl in runs.items()}
+    row["blocks_ms"] = {
+        f"{n}{'' if on else '_paused'}": [round(1000 * b["wall"], 1) for b in bl]
+        for n, r in runs.items()
+        for on, bl in r.items()
+    }
     return row
 
 

@@ -99,6 +99,7 @@ class Trainer:
         self._before: tuple[int, dict[str, np.ndarray]] | None = None
         # worker-side state at every iteration the shards checkpoint (futures; see _snapshot)
         self._due = make_policy(cfg.checkpoint, cfg.period, cfg.fraction).is_due
+        self.checkpointing = True  # set_checkpointing(False) pauses the periodic saves
         self._snapshots: dict[int, list[Any]] = {}
         self._snapshot()
         self._current: tuple[list[Any], dict[str, np.ndarray]] | None = self._pull()
@@ -245,7 +246,7 @@ class Trainer:
             self.durable[k] = stats["durable"]
         self.checkpoint_seconds += ckpt
         self.iteration, self.steps = it, self.steps + 1
-        if self._due(it):
+        if self.checkpointing and self._due(it):
             self._snapshot()
         if lost:
             self._check_workers()
@@ -256,6 +257,15 @@ class Trainer:
         self._current = self._pull()
         if self.iteration % self.cfg.eval_every == 0 or self.iteration >= self.cfg.iterations:
             self.trajectory.append((self.iteration, self.objective()))
+
+    def set_checkpointing(self, on: bool) -> None:
+        """Pause (False) or resume (True) every shard's periodic saves (and the workers' state
+        kept for full rollbacks), e.g. to compare a run's iterations with and without them on
+        the same processes (benchmarks/ray_overhead.py). While paused nothing new becomes
+        durable: a failure restores the last save before the pause. A shard found dead here
+        is replaced by the next ``step``, and its replacement told."""
+        self.checkpointing = bool(on)
+        self._ask(self.shards, "set_checkpointing", self.checkpointing)
 
     def kill(self, shards: list[int]) -> None:
         """Kill shard nodes for real (SIGKILL on Ray); the next call notices."""
@@ -279,6 +289,8 @@ class Trainer:
                 discard(self.shards[k])
             self.shards[k] = self._launch_shard(k, None)
         self._started([self.shards[k] for k in lost])  # the replacements start side by side
+        if not self.checkpointing:
+            self._ask([self.shards[k] for k in lost], "set_checkpointing", False)
         target = None
         if self.cfg.recovery == "partial":
             stats, dead = self._ask([self.shards[k] for k in lost], "restore")

@@ -201,6 +201,7 @@ class ShardServer:
         self._saves = 0
         self._store_wait = 0.0
         self._serve_wall = self._serve_cpu = 0.0
+        self.checkpointing = True  # False: due saves are skipped (``set_checkpointing``)
         if initial is not None:
             self._save(0, base=True)
         if self.tracked is not None:
@@ -263,7 +264,7 @@ class ShardServer:
                         self.tracked.touch(name, u.rows)
         t0 = time.perf_counter()
         saved = 0
-        if self.ckpt.policy.is_due(iteration):
+        if self.checkpointing and self.ckpt.policy.is_due(iteration):
             saved = self._save_later(iteration) if self.cfg.async_writes else self._save(iteration)
             self._saves += 1
         critical = waited + (time.perf_counter() - t0 if saved else 0.0)
@@ -333,6 +334,13 @@ class ShardServer:
             "serve_wall_seconds": self._serve_wall,
             "serve_cpu_seconds": self._serve_cpu,
         }
+
+    def set_checkpointing(self, on: bool) -> bool:
+        """Pause (False) or resume (True) the periodic saves; rows stay tracked meanwhile, so
+        the first priority save after a pause chooses among every row changed since the last
+        save. Saves already started finish. Returns ``on``."""
+        self.checkpointing = bool(on)
+        return self.checkpointing
 
     def sync(self) -> int:
         """Wait until every save is durable; the newest committed iteration."""
