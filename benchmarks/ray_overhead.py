@@ -5,9 +5,8 @@ shards, async writes. Target: overhead < 3 %.
 
 Overhead = extra wall time per iteration with the periodic checkpoints on, over the same run
 with them paused (``Trainer.set_checkpointing``), as a % of the latter. Both are measured on
-the same processes: separate runs with and without checkpoints differ by themselves - three
-identical runs without checkpoints, side by side, measured 0, -2.0 and -2.8 % apart, intervals
-excluding 0 (where Ray's processes land, how their arrays are backed) - a bias as large as
+the same processes: separate runs differ by themselves (``between_runs_pct`` below: the
+same paused iterations on two runs' processes, a few % apart either way), a bias as large as
 the effect. Each run (full, priority) alternates blocks of ``--block`` iterations with
 checkpoints on and paused (a multiple of the period, so an "on" block holds the same saves
 every time: 2 full checkpoints, or 16 priority ones and one compaction of the priority
