@@ -45,7 +45,7 @@ system (``overhead_pct_priority_memory``: no files, no kernel I/O; the store's o
 checksums, row bitmaps, the live-set index, manifests, compaction - and the selection stay).
 What they save against ``priority`` is what the store's file system work costs the run.
 
-    .venv/bin/python benchmarks/ray_overhead.py [--rounds 12] [--block 32] [--save-priority idle]
+    .venv/bin/python benchmarks/ray_overhead.py [--rounds 24] [--block 32] [--save-priority idle]
         [--shards 1 2 4] [--attribute]
 """
 
@@ -256,7 +256,7 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=24)
     ap.add_argument("--block", type=int, default=32, help="iterations per block")
     add_problem_args(ap)
     ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4])
