@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from scar.runtime import TrainConfig, Trainer, build_split
+from scar.runtime.nodes import shard_url
 from scar.store import open_store
 
 
@@ -29,11 +30,24 @@ def run_steps(trainer: Trainer, n: int) -> None:
 
 
 def saved_rows(store: str, shard: int, table: str = "weights") -> np.ndarray:
-    s = open_store(f"{store}/shard-{shard}", readonly=True)
+    s = open_store(shard_url(store, shard), readonly=True)
     try:
         return s.read_rows(table)
     finally:
         s.close()
+
+
+def saved_iterations(trainer: Trainer) -> list[list[int]]:
+    """Per shard, the iterations of the versions its store keeps (its writes waited for)."""
+    out = []
+    for k, h in enumerate(trainer.shards):
+        trainer.cluster.get(h, trainer.cluster.call(h, "sync"))
+        s = open_store(shard_url(trainer.cfg.store, k), readonly=True)
+        try:
+            out.append(sorted({v.iteration for v in s.versions()}))
+        finally:
+            s.close()
+    return out
 
 
 def close(trainer: Trainer) -> None:

@@ -5,15 +5,14 @@ import os
 
 import numpy as np
 import pytest
-from runtime_helpers import close, make_trainer, run_steps, saved_rows
+from runtime_helpers import close, make_trainer, run_steps, saved_iterations, saved_rows
 
 from scar.algorithms.sparse_lr import CriteoSynthConfig, SparseLR, SparseLRParams, criteo_synth
 from scar.errors import StoreError
 from scar.experiments.models import build
 from scar.policies import PriorityPolicy
 from scar.runtime.local import LocalCluster
-from scar.runtime.nodes import SaveThread, TrackedPriority, shard_url
-from scar.store import open_store
+from scar.runtime.nodes import SaveThread, TrackedPriority
 
 SYNTH = {"examples": 3000, "hash_bits": 10, "fields": 8}
 
@@ -158,18 +157,6 @@ def test_shards_choose_the_priority_policys_rows_through_kills(tmp_path, monkeyp
     assert len(checked) >= 30  # both shards, every save
 
 
-def _saved_iterations(t) -> list[list[int]]:
-    out = []
-    for k in range(len(t.shards)):
-        t.cluster.get(t.shards[k], t.cluster.call(t.shards[k], "sync"))
-        s = open_store(shard_url(t.cfg.store, k), readonly=True)
-        try:
-            out.append(sorted({v.iteration for v in s.versions()}))
-        finally:
-            s.close()
-    return out
-
-
 @pytest.mark.parametrize("runtime", ["local", "ray"])
 def test_paused_checkpoints_save_nothing_survive_a_kill_and_resume_on_schedule(
     tmp_path, request, runtime
@@ -181,16 +168,16 @@ def test_paused_checkpoints_save_nothing_survive_a_kill_and_resume_on_schedule(
     run_steps(t, 4)  # saves at 2 and 4 (and the base save at 0)
     t.set_checkpointing(False)
     run_steps(t, 5)
-    assert _saved_iterations(t) == [[0, 2, 4]] * 4
+    assert saved_iterations(t) == [[0, 2, 4]] * 4
     at4 = saved_rows(t.cfg.store, 1)
     t.kill([1])  # the replacement restores iteration 4's rows and stays paused
     np.testing.assert_array_equal(t.refresh()["weights"][t.layout.rows(1)["weights"]], at4)
     run_steps(t, 2)
-    assert _saved_iterations(t) == [[0, 2, 4]] * 4
+    assert saved_iterations(t) == [[0, 2, 4]] * 4
     t.set_checkpointing(True)
     run_steps(t, 1)  # iteration 12, due
     assert t.iteration == 12
-    assert _saved_iterations(t) == [[2, 4, 12]] * 4  # keep_last 3
+    assert saved_iterations(t) == [[2, 4, 12]] * 4  # keep_last 3
     live = t.tables["weights"]
     for k in range(4):  # the save at 12 took a quarter of the rows (those changed most)
         rows = t.layout.rows(k)["weights"]
