@@ -110,11 +110,11 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     out = {"benchmark": "ray_background_control", "shards": a.shards, "burn_ms": a.burn_ms}
     for kind in KINDS:
-        on, off = (np.array([b["wall"] for b in runs[kind][k]]) for k in (True, False))
+        on, off = ro.on_off(runs[kind])
         out[f"overhead_pct_{kind}"], out[f"overhead_ci95_{kind}"] = ro.overhead(off, on)
         burned = np.median([b["save_thread_cpu"] for b in runs[kind][True]])
         out[f"burn_cpu_ms_per_it_{kind}"] = round(1000 * float(burned), 2)
-        out[f"noise_pct_{kind}_paused"] = ro.pct((off.max() - off.min()) / off.mean())
+        out[f"noise_pct_{kind}_paused"] = ro.spread_pct(off)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))
 

@@ -193,6 +193,16 @@ def paired(trainers: dict[str, Trainer], a) -> dict[str, dict[bool, list[dict]]]
     return runs
 
 
+def on_off(run: dict[bool, list[dict]]) -> tuple[np.ndarray, np.ndarray]:
+    """Wall seconds per iteration of a ``paired`` run's blocks: (checkpoints on, paused)."""
+    return tuple(np.array([b["wall"] for b in run[on]]) for on in (True, False))
+
+
+def spread_pct(wall: np.ndarray) -> float:
+    """Spread of blocks of the same run (max - min over mean, %): the noise floor."""
+    return pct((wall.max() - wall.min()) / wall.mean())
+
+
 def overhead(base: np.ndarray, wall: np.ndarray) -> tuple[float, list[float]]:
     """Extra wall time of ``wall``'s blocks over ``base``'s (ratio of totals, %), with a 95 %
     bootstrap interval over rounds (resampled in pairs, so slow drifts of the machine cancel)."""
@@ -227,11 +237,11 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
     med = statistics.median
     row: dict = {"shards": shards}
     for name, r in runs.items():
-        on, off = (np.array([b["wall"] for b in r[k]]) for k in (True, False))
+        on, off = on_off(r)
         row[f"it_per_s_{name}"] = round(1 / on.mean(), 2)
         row[f"it_per_s_{name}_paused"] = round(1 / off.mean(), 2)
         row[f"overhead_pct_{name}"], row[f"overhead_ci95_{name}"] = overhead(off, on)
-        row[f"noise_pct_{name}_paused"] = pct((off.max() - off.min()) / off.mean())
+        row[f"noise_pct_{name}_paused"] = spread_pct(off)
         row[f"ckpt_path_pct_{name}"] = pct(sum(b["critical"] for b in r[True]) / on.sum())
         for k in ("save_thread_cpu", "store_writer_cpu", "store_wait"):
             row[f"{k}_ms_per_it_{name}"] = round(1000 * med(b[k] for b in r[True]), 2)
@@ -242,9 +252,11 @@ def measure(cluster, split, shards: int, a, work: str) -> dict:
             for k in ("serve_wall", "serve_cpu"):
                 row[f"{k}_ms_per_it_{key}"] = round(1000 * med(b[k] for b in bl), 2)
     # the same paused iterations on two sets of processes: the bias across runs
-    paused = {n: np.array([b["wall"] for b in runs[n][False]]) for n in ("full", "priority")}
+    paused = {n: on_off(runs[n])[1] for n in ("full", "priority")}
     row["between_runs_pct"], row["between_runs_ci95"] = overhead(paused["full"], paused["priority"])
-    busy = [b["busy"] for r in runs.values() for bl in r.values() for b in bl if b["busy"]]
+    busy = [
+        b["busy"] for r in runs.values() for bl in r.values() for b in bl if b["busy"] is not None
+    ]
     row["busy_cores"] = round(med(busy), 2) if busy else None
     row["blocks_ms"] = {
         f"{n}{'' if on else '_paused'}": [round(1000 * b["wall"], 1) for b in bl]
