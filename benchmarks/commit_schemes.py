@@ -26,6 +26,7 @@ ratio ``files / scheme``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -34,19 +35,18 @@ import sys
 import tempfile
 import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 # benchmarks/select.py would shadow the standard library's `select`: drop this script's folder.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]  # fmt: skip
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+
+# the machine's CPU counters as ray_overhead.py reads them (cpu_ticks)
+spec = importlib.util.spec_from_file_location("ray_overhead", os.path.join(HERE, "ray_overhead.py"))
+ro = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ro)
 
 SCHEMES = ("files", "recycled", "log")
 KEEP = 3  # versions kept, as the store's default keep_last
 WARM = 20  # versions written before the timed ones (every slot and data file exists then)
-
-
-def machine_ticks() -> tuple[int, int, int]:
-    """(busy, kernel, total) jiffies of the whole machine; kernel: system, irq, softirq."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4], v[2] + v[5] + v[6], sum(v)
 
 
 def write_new(path: str, data: bytes, sync: bool) -> None:
@@ -119,10 +119,10 @@ def run(name: str, root: str, a, segment: bytes, manifest: bytes) -> dict[str, f
     try:
         for v in range(WARM):
             s.version(v)
-        c0, p0, w0 = machine_ticks(), time.process_time(), time.perf_counter()
+        c0, p0, w0 = ro.cpu_ticks(), time.process_time(), time.perf_counter()
         for v in range(WARM, WARM + a.versions):
             s.version(v)
-        c1, p1, w1 = machine_ticks(), time.process_time(), time.perf_counter()
+        c1, p1, w1 = ro.cpu_ticks(), time.process_time(), time.perf_counter()
     finally:
         s.close()
     cores = os.cpu_count() or 1
@@ -146,7 +146,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.versions < 1 or a.rounds < 1 or a.segment_kb < 1 or a.manifest_kb < 1:
         ap.error("--versions, --rounds, --segment-kb and --manifest-kb must be >= 1")
-    if not os.path.exists("/proc/stat"):
+    if ro.cpu_ticks() is None:
         ap.error("needs Linux's /proc/stat for the machine's CPU time")
     segment, manifest = os.urandom(a.segment_kb << 10), os.urandom(a.manifest_kb << 10)
     res: dict[str, list[dict]] = {n: [] for n in SCHEMES}
@@ -170,8 +170,11 @@ def main() -> None:
                 "manifest_kb": a.manifest_kb,
                 "versions": a.versions,
                 "ms_per_version": med,
+                # None: too few versions for /proc/stat's 10 ms ticks to see the scheme's CPU
                 "files_over": {
-                    n: round(med["files"]["machine"] / max(med[n]["machine"], 1e-9), 2)
+                    n: round(med["files"]["machine"] / med[n]["machine"], 2)
+                    if med[n]["machine"] > 0
+                    else None
                     for n in SCHEMES[1:]
                 },
             }
