@@ -8,9 +8,11 @@ Each version is a ``--segment-kb`` segment (160 KB: a 32768-row priority save of
 shard, float32 values and a row bitmap) and a ``--manifest-kb`` manifest (3 KB), written as:
 
 * ``files`` (the baseline, what ``LocalBackend.publish`` does for a small version): the segment
-  written to a new file and fsynced, a new temporary manifest written and fsynced, the data
-  directory fsynced, the manifest renamed into place, its directory fsynced; the files of the
-  version ``keep`` (3) back deleted;
+  and a temporary manifest written to new files (each one's write-back started as it is
+  written), then fsynced, the data directory fsynced, the manifest renamed into place, its
+  directory fsynced; the files of the version ``keep`` (3) back deleted;
+* ``files_each``: the same, but each file fsynced as soon as it is written (the store's
+  earlier order: one more forced journal commit per version);
 * ``recycled``: the segment written over one of ``keep + 1`` data files in place (no new file,
   no delete, no directory flush) and ``fdatasync``-ed; the manifest as in ``files``;
 * ``log``: segment and manifest written together into a preallocated file in place (slots
@@ -44,7 +46,9 @@ spec = importlib.util.spec_from_file_location("ray_overhead", os.path.join(HERE,
 ro = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ro)
 
-SCHEMES = ("files", "recycled", "log")
+from scar.store import backends  # noqa: E402  (its sync_file_range, as the store calls it)
+
+SCHEMES = ("files", "files_each", "recycled", "log")
 KEEP = 3  # versions kept, as the store's default keep_last
 WARM = 20  # versions written before the timed ones (every slot and data file exists then)
 
@@ -57,6 +61,15 @@ def write_new(path: str, data: bytes, sync: bool) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_early(path: str, data: bytes) -> int:
+    """A new file with ``data``, its write-back started (not waited for); its open descriptor."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    if backends._start_writeback is not None:
+        backends._start_writeback(fd, 0, len(data), backends.SYNC_FILE_RANGE_WRITE)
+    return fd
 
 
 def overwrite(path: str, data: bytes, at: int = 0) -> None:
@@ -98,6 +111,19 @@ class Scheme:
 
     def version(self, v: int) -> None:
         if self.name == "files":
+            tmp = os.path.join(self.mans, f".v{v}.tmp")
+            fds = [write_early(os.path.join(self.data, f"v{v}.seg"), self.segment)]
+            fds.append(write_early(tmp, self.manifest))
+            for fd in fds:
+                os.fsync(fd)
+                os.close(fd)
+            os.fsync(self.data_fd)
+            os.replace(tmp, os.path.join(self.mans, f"v{v}.json"))
+            os.fsync(self.mans_fd)
+            if v >= KEEP:
+                os.unlink(os.path.join(self.data, f"v{v - KEEP}.seg"))
+                os.unlink(os.path.join(self.mans, f"v{v - KEEP}.json"))
+        elif self.name == "files_each":
             write_new(os.path.join(self.data, f"v{v}.seg"), self.segment, sync=True)
             os.fsync(self.data_fd)  # (after the temp manifest in the store: the same flushes)
             self._commit_manifest(v)

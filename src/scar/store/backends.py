@@ -34,9 +34,9 @@ from ..errors import StoreError
 from .format import LOCK_NAME
 
 PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger than this
-# A batch smaller than this is flushed by plain fsyncs, one after another: starting each file's
-# write-back early and flushing files concurrently pay off for large batches only, and cost a
-# small one 8-14 % more CPU (a 32768-row sparse version: benchmarks/store_small_versions.py).
+# A batch smaller than this is flushed by fsyncs one after another, not concurrently: flushing
+# files on helper threads pays off for large batches only, and costs a small one 8-14 % more
+# CPU (a 32768-row sparse version: benchmarks/store_small_versions.py).
 LARGE_BATCH = 4 << 20
 WRITE_BYTES = 64 << 20  # one write() call; write-back of each piece starts as it is written
 SYNC_FILE_RANGE_WRITE = 2
@@ -114,7 +114,11 @@ class LocalBackend:
         self.thread_init: Callable[[], object] | None = None
 
     def _p(self, rel: str) -> str:
-        return os.path.join(self.root, *rel.split("/")) if rel else self.root
+        if not rel:
+            return self.root
+        if os.sep == "/":  # (a join per file touched: the plain concatenation costs a tenth)
+            return self.root.rstrip("/") + "/" + rel
+        return os.path.join(self.root, *rel.split("/"))
 
     def exists(self) -> bool:
         return os.path.isdir(self.root)
@@ -171,9 +175,9 @@ class LocalBackend:
                 n += k
             return n
 
-    def _write_one(self, rel: str, buffers: list, early: bool = False, sync: bool = False) -> None:
-        """Write a file: with ``early``, starting its write-back as each piece is written (the
-        caller fsyncs it later, with the rest); with ``sync``, fsyncing it before closing it."""
+    def _write_one(self, rel: str, buffers: list) -> None:
+        """Write a file, starting its write-back as each piece is written (the caller fsyncs
+        it later, with the rest of its batch)."""
         fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             done = 0
@@ -182,11 +186,9 @@ class LocalBackend:
                 while len(mv):
                     n = os.write(fd, mv[:WRITE_BYTES])
                     mv = mv[n:]
-                    if early and self.fsync and _start_writeback is not None:
+                    if self.fsync and _start_writeback is not None:
                         _start_writeback(fd, done, n, SYNC_FILE_RANGE_WRITE)
                     done += n
-            if sync and self.fsync:
-                os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -219,12 +221,15 @@ class LocalBackend:
 
     def _write_all(self, files: list[tuple[str, list]]) -> tuple[list[str], list[str], bool]:
         """Write files; return what still needs an fsync - files, then directories (theirs and
-        the parents of new ones) - and whether the batch is large. A small batch's files are
-        fsynced one by one as they are written. In a large batch each file's write-back starts
-        as soon as it is written, so the disk works while the rest is written (on two threads
-        for a very large batch), and the caller's one concurrent fsync of everything finds the
-        data mostly on disk already: one flush of the file system's journal instead of one
-        per file."""
+        the parents of new ones) - and whether the batch is large (to be flushed concurrently).
+        Each file's write-back starts as soon as it is written, so the disk works while the
+        rest is written (on two threads for a very large batch), and the caller's fsyncs find
+        the data mostly on disk already. The first fsync commits the file system's journal
+        once for every file of the batch (their blocks were allocated when their write-back
+        started); the others find their metadata committed: one forced journal commit for
+        the batch, not one per file (10-20 % less machine CPU per small version than fsyncing
+        each file as it is written: ``files`` vs ``files_each`` in
+        benchmarks/commit_schemes.py)."""
         pending = sorted({rel.rsplit("/", 1)[0] for rel, _ in files})
         for d in list(pending):
             if not os.path.isdir(self._p(d)):
@@ -234,11 +239,11 @@ class LocalBackend:
         large = total >= LARGE_BATCH
         if total > PARALLEL_BYTES and len(files) > 1:
             with ThreadPoolExecutor(2, initializer=self.thread_init) as pool:
-                list(pool.map(lambda f: self._write_one(*f, early=large, sync=not large), files))
+                list(pool.map(lambda f: self._write_one(*f), files))
         else:
             for rel, bufs in files:
-                self._write_one(rel, bufs, early=large, sync=not large)
-        return [rel for rel, _ in files] if large else [], pending, large
+                self._write_one(rel, bufs)
+        return [rel for rel, _ in files], pending, large
 
     def write_files(self, files: list[tuple[str, list]]) -> None:
         try:
@@ -255,15 +260,15 @@ class LocalBackend:
 
     def publish(self, files: list[tuple[str, list]], rel: str, data) -> None:
         """Write ``files``, then commit ``rel`` (``data``: its bytes, or a function returning
-        them, called once the files are written) atomically, with two flushes after the files:
-        their directories and the temporary manifest together, then (after the rename) the
-        manifest's directory."""
+        them, called once the files are written) atomically: the files, the temporary
+        manifest and their directories flushed together (one journal commit), then, after the
+        rename, the manifest's directory."""
         d, name = rel.rsplit("/", 1)
         tmp = f"{d}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
         try:
             rels, dirs, large = self._write_all(files) if files else ([], [], False)
-            self._write_one(tmp, [data() if callable(data) else data], sync=not large)
-            self._fsync_all(rels + ([tmp] if large else []), dirs, concurrent=large)
+            self._write_one(tmp, [data() if callable(data) else data])
+            self._fsync_all(rels + [tmp], dirs, concurrent=large)
             os.replace(self._p(tmp), self._p(rel))
             self._fsync_all([], [d])
         except OSError as e:
