@@ -149,10 +149,10 @@ def test_a_commit_whose_last_flush_failed_is_kept_and_its_number_never_reused(
     s = with_ones_saved(url, async_writes)
     real = s.backend._fsync_all
 
-    def failing(rels, dirs, concurrent=False):
+    def failing(files, dirs, concurrent=False):
         if dirs == ["manifests"]:
             raise OSError(5, "Input/output error")
-        real(rels, dirs, concurrent)
+        real(files, dirs, concurrent)
 
     s.backend._fsync_all = failing
     with pytest.raises(StoreError, match="Input/output error"):

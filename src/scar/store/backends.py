@@ -38,6 +38,7 @@ PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger th
 # files on helper threads pays off for large batches only, and costs a small one 8-14 % more
 # CPU (a 32768-row sparse version: benchmarks/store_small_versions.py).
 LARGE_BATCH = 4 << 20
+KEEP_OPEN = 32  # a small batch of at most this many files keeps them open from write to fsync
 WRITE_BYTES = 64 << 20  # one write() call; write-back of each piece starts as it is written
 SYNC_FILE_RANGE_WRITE = 2
 
@@ -80,6 +81,18 @@ def fsync_path(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+Written = tuple[str, "int | None"]  # a file written: its path, and its descriptor if still open
+
+
+def _close(files: list[Written]) -> None:
+    """Close the descriptors still open among ``files`` (each once)."""
+    for i, (rel, fd) in enumerate(files):
+        if fd is not None:
+            files[i] = (rel, None)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _why(e: BaseException) -> str:
@@ -175,9 +188,10 @@ class LocalBackend:
                 n += k
             return n
 
-    def _write_one(self, rel: str, buffers: list) -> None:
+    def _write_one(self, rel: str, buffers: list, keep_open: bool = False) -> Written:
         """Write a file, starting its write-back as each piece is written (the caller fsyncs
-        it later, with the rest of its batch)."""
+        it later, with the rest of its batch); with ``keep_open``, its descriptor stays open
+        for that fsync."""
         fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             done = 0
@@ -189,18 +203,29 @@ class LocalBackend:
                     if self.fsync and _start_writeback is not None:
                         _start_writeback(fd, done, n, SYNC_FILE_RANGE_WRITE)
                     done += n
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        if keep_open:
+            return rel, fd
+        os.close(fd)
+        return rel, None
 
-    def _fsync_all(self, rels: list[str], dirs: list[str], concurrent: bool = False) -> None:
-        """fsync files ``rels`` and directories ``dirs`` (``concurrent``: on helper threads, so
-        the file system commits them together). A directory's descriptor stays open for its
-        next flush (one a store writes to is flushed at every version)."""
-        if not self.fsync or not (rels or dirs):
+    def _fsync_all(self, files: list[Written], dirs: list[str], concurrent: bool = False) -> None:
+        """fsync written ``files`` (closing those still open) and directories ``dirs``
+        (``concurrent``: on helper threads, so the file system commits them together). A
+        directory's descriptor stays open for its next flush (one a store writes to is
+        flushed at every version)."""
+        if not self.fsync or not (files or dirs):
+            _close(files)
             return
 
-        def one(rel: str) -> None:
-            fsync_path(self._p(rel))
+        def one(file: Written) -> None:
+            rel, fd = file
+            if fd is None:
+                fsync_path(self._p(rel))
+            else:
+                os.fsync(fd)
 
         def one_dir(rel: str) -> None:
             fd = self._dir_fds.get(rel)
@@ -208,20 +233,24 @@ class LocalBackend:
                 fd = self._dir_fds[rel] = os.open(self._p(rel), os.O_RDONLY)
             os.fsync(fd)
 
-        calls = [(one, r) for r in rels] + [(one_dir, d) for d in dirs]
-        if len(calls) == 1 or not concurrent:
-            for f, rel in calls:
-                f(rel)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                4, thread_name_prefix="scar-fsync", initializer=self.thread_init
-            )
-        list(self._pool.map(lambda call: call[0](call[1]), calls))
+        calls = [(one, f) for f in files] + [(one_dir, d) for d in dirs]
+        try:
+            if len(calls) == 1 or not concurrent:
+                for f, arg in calls:
+                    f(arg)
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    4, thread_name_prefix="scar-fsync", initializer=self.thread_init
+                )
+            list(self._pool.map(lambda call: call[0](call[1]), calls))
+        finally:
+            _close(files)
 
-    def _write_all(self, files: list[tuple[str, list]]) -> tuple[list[str], list[str], bool]:
-        """Write files; return what still needs an fsync - files, then directories (theirs and
-        the parents of new ones) - and whether the batch is large (to be flushed concurrently).
+    def _write_all(self, files: list[tuple[str, list]]) -> tuple[list[Written], list[str], bool]:
+        """Write files; return what still needs an fsync - the files written (a small batch's
+        still open), then directories (theirs and the parents of new ones) - and whether the
+        batch is large (to be flushed concurrently).
         Each file's write-back starts as soon as it is written, so the disk works while the
         rest is written (on two threads for a very large batch), and the caller's fsyncs find
         the data mostly on disk already. The first fsync commits the file system's journal
@@ -239,16 +268,21 @@ class LocalBackend:
         large = total >= LARGE_BATCH
         if total > PARALLEL_BYTES and len(files) > 1:
             with ThreadPoolExecutor(2, initializer=self.thread_init) as pool:
-                list(pool.map(lambda f: self._write_one(*f), files))
-        else:
+                return list(pool.map(lambda f: self._write_one(*f), files)), pending, large
+        keep = not large and len(files) < KEEP_OPEN
+        written: list[Written] = []
+        try:
             for rel, bufs in files:
-                self._write_one(rel, bufs)
-        return [rel for rel, _ in files], pending, large
+                written.append(self._write_one(rel, bufs, keep_open=keep))
+        except BaseException:
+            _close(written)
+            raise
+        return written, pending, large
 
     def write_files(self, files: list[tuple[str, list]]) -> None:
         try:
-            rels, dirs, large = self._write_all(files)
-            self._fsync_all(rels, dirs, concurrent=large)
+            written, dirs, large = self._write_all(files)
+            self._fsync_all(written, dirs, concurrent=large)
         except OSError as e:
             raise StoreError(f"cannot write to checkpoint store {self.root}: {_why(e)}") from None
 
@@ -266,9 +300,14 @@ class LocalBackend:
         d, name = rel.rsplit("/", 1)
         tmp = f"{d}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
         try:
-            rels, dirs, large = self._write_all(files) if files else ([], [], False)
-            self._write_one(tmp, [data() if callable(data) else data])
-            self._fsync_all(rels + [tmp], dirs, concurrent=large)
+            written, dirs, large = self._write_all(files) if files else ([], [], False)
+            try:
+                manifest = data() if callable(data) else data
+                written.append(self._write_one(tmp, [manifest], keep_open=not large))
+            except BaseException:
+                _close(written)
+                raise
+            self._fsync_all(written, dirs, concurrent=large)
             os.replace(self._p(tmp), self._p(rel))
             self._fsync_all([], [d])
         except OSError as e:
