@@ -1,4 +1,4 @@
-"""Machine CPU per small version of three ways to make it durable on a local file system: the
+"""Machine CPU per small version of four ways to make it durable on a local file system: the
 store's file-per-version commit against two schemes that reuse space instead of creating and
 deleting files. A design benchmark: what a log-structured local backend would save.
 

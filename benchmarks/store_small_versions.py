@@ -13,9 +13,9 @@ every 16 versions: the store's defaults). Measured per version, as CPU time of t
   manifest, compaction, retention), its compiled loops loaded up front as a shard server
   loads them; ``store_no_compaction`` and ``store_no_fsync`` the same
   without compaction or without fsyncs, to tell what those two cost; ``store_large_mode``
-  flushes every version as the store flushes one of 4 MB or more (each file's write-back
-  started as it is written, the fsyncs concurrent), to show what flushing a small version
-  file by file saves;
+  flushes every version as the store flushes one of 4 MB or more (the fsyncs concurrent, on
+  helper threads, and files reopened for them), to show what flushing a small version's
+  files one after another, on descriptors kept open since their write, saves;
 * ``raw``: the floor - the same two files per version (the segment's bytes and a 4 KB
   manifest) written to new names with plain ``write``, the segment and the temporary manifest
   fsynced, the manifest renamed into place and its directory fsynced, and the files of the
