@@ -296,3 +296,40 @@ def test_single_threaded_is_scoped():
     with single_threaded():
         assert get_num_threads() == 1
     assert get_num_threads() == before
+
+
+RADIX_KERNELS = ("_raw_histogram", "_histogram", "_remap", "_boundary", "_split", "_emit")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_warm_up_compiles_every_kernel_of_a_large_selection(dtype):
+    """A shard calls ``warm_up`` before it serves, so that its first priority save does not
+    compile (or load) the radix kernels on an iteration's critical path. In a fresh process:
+    before it, no radix kernel has a signature for these scores; after it, each has one, and
+    a large selection (with ties to settle and a negative score) adds none."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json
+import numpy as np
+from scar import select
+names = {RADIX_KERNELS!r}
+def sigs():
+    return [len(getattr(select, n).signatures) for n in names]
+before = sigs()
+select.warm_up(np.{dtype})
+after = sigs()
+s = np.random.default_rng(0).random(1 << 17).astype(np.{dtype})
+s[:1000] = 0.5
+s[7] = -1.0
+got = select.top_k(s, 5000)
+assert np.array_equal(got, np.sort(np.argsort(-s, kind="stable")[:5000]))
+print(json.dumps([before, after, sigs()]))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after, later = json.loads(run.stdout)
+    assert before == [0] * len(RADIX_KERNELS)
+    assert after == [1] * len(RADIX_KERNELS)
+    assert later == after

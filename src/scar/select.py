@@ -53,6 +53,7 @@ __all__ = [
     "single_threaded",
     "top_k",
     "top_k_sparse",
+    "warm_up",
 ]
 
 _SMALL_N = 1 << 16  # below this many scores, top_k uses np.partition
@@ -377,6 +378,20 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     with _threads(n) as nthreads:
         nchunks = max(1, min(4 * nthreads, n // _MIN_CHUNK))
         return _top_k_radix(np.ascontiguousarray(scores), k, nchunks)
+
+
+def warm_up(dtype) -> None:
+    """Compile, or load from numba's cache, every kernel a selection over scores of ``dtype``
+    (float32 or float64) runs - the radix path of large inputs, its settling of tied digits
+    and its path for negative scores included - so that the first large selection does not
+    pay for it: compiling them costs seconds once per installation (7 s at a sparse-LR shard's
+    first priority save, on an iteration's critical path, before this was called at start)."""
+    ut = np.uint32 if np.dtype(dtype).itemsize == 4 else np.uint64
+    # distinct keys sharing their top digit: the boundary digit must be settled digit by digit
+    scores = (np.arange(_SMALL_N, dtype=ut) + np.dtype(dtype).type(1.0).view(ut)).view(dtype)
+    top_k(scores, _SMALL_N // 3)
+    scores[0] = -1.0  # a negative score: the full key transform
+    top_k(scores, _SMALL_N // 3)
 
 
 def select_top_changed(live: np.ndarray, saved: np.ndarray, k: int) -> np.ndarray:

@@ -214,8 +214,10 @@ class ShardServer:
         iteration's critical path (in a short run, most of the ``checkpoint_seconds`` total of
         ``scar train --runtime ray --model mlr --dataset digits --shards 4 --period 8
         --iterations 30``). Loaded, the store's kernels also serve every small save
-        (``scar.store.index.compiled``), not only the large ones."""
-        from ..select import select_top_changed_among, single_threaded, take_set
+        (``scar.store.index.compiled``), not only the large ones. The selection's radix
+        kernels are compiled here too if numba's cache does not hold them yet (the first run
+        of an installation: seconds, which its first priority save would otherwise wait)."""
+        from ..select import select_top_changed_among, single_threaded, take_set, warm_up
         from ..store.index import load_kernels
 
         load_kernels()
@@ -224,6 +226,8 @@ class ShardServer:
             for live in self.state.values():
                 if n := min(2, live.shape[0]):
                     select_top_changed_among(live[:n], live[:n].copy(), 1, np.arange(n))
+            for dtype in {np.result_type(live.dtype, np.float32) for live in self.state.values()}:
+                warm_up(dtype)
 
     # -- serving --------------------------------------------------------------------------
     def pid(self) -> int:
