@@ -112,6 +112,44 @@ def test_verify_names_every_bad_file_and_exits_1(tmp_path, capsys):
     assert "scar: warning:" in err and manifest_name(2) in err
 
 
+def test_the_url_of_a_training_run_lists_and_verifies_each_shard_store(url, tmp_path, capsys):
+    """`scar train --store URL` writes URL/shard-<k>: ls and verify of URL cover every shard
+    (in shard order, 10 after 2), a bad file in one shard fails verify; inspect and restore,
+    which read one store, say to pick one. `scar experiment --store` writes trial-<seed>."""
+    for k in (0, 2, 10):
+        make_store(f"{url}/shard-{k}")
+    code, out, _ = scar(capsys, "ckpt", "ls", url)
+    assert code == 0
+    assert [line for line in out.splitlines() if line.endswith(":")] == [
+        f"{url}/shard-{k}:" for k in (0, 2, 10)
+    ]
+    code, out, _ = scar(capsys, "ckpt", "ls", "--json", url)
+    doc = json.loads(out)
+    assert [d["url"] for d in doc["stores"]] == [f"{url}/shard-{k}" for k in (0, 2, 10)]
+    assert all([v["iteration"] for v in d["versions"]] == [0, 4, 8] for d in doc["stores"])
+    code, out, _ = scar(capsys, "ckpt", "verify", url)
+    assert code == 0 and out.count(": 3 manifests, ") == 3 and out.count("intact") == 3
+    for cmd in (("inspect", url), ("restore", url, "-o", tmp_path / "r.npz")):
+        code, _, err = scar(capsys, "ckpt", *cmd)
+        assert code == 2
+        one_error_line(err, "holds 3 checkpoint stores (shard-0 .. shard-10)")
+    assert not (tmp_path / "r.npz").exists()
+    code, out, _ = scar(capsys, "ckpt", "ls", url + "/shard-2")  # one of them: as before
+    assert code == 0 and not out.splitlines()[0].endswith(":")
+
+
+def test_verify_of_a_run_fails_if_one_shard_store_is_damaged(tmp_path, capsys):
+    url = str(tmp_path / "run")
+    for seed in (0, 1):
+        make_store(f"{url}/trial-{seed}")
+    with open(f"{url}/trial-1/manifests/{manifest_name(2)}", "r+b") as f:
+        f.truncate(100)
+    code, out, _ = scar(capsys, "ckpt", "verify", url)
+    assert code == 1
+    assert f"{url}/trial-0: 3 manifests" in out and "intact" in out
+    assert f"{url}/trial-1: 3 manifests" in out and "1 bad file(s)" in out
+
+
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
     missing = str(tmp_path / "nothing-here")
     for cmd in (["ls"], ["inspect"], ["verify"], ["restore", "-o", tmp_path / "x.npz"]):

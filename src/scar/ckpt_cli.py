@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -23,10 +24,40 @@ import numpy as np
 from .errors import ConfigError, StoreError
 from .store import CheckpointWarning, DurableStore
 from .store.backends import backend_for
+from .store.format import MANIFEST_DIR
+
+# the stores `scar train --store URL` (one per shard) and `scar experiment --store URL` (one
+# per trial) write under URL
+_CHILD = re.compile(r"(shard|trial)-(\d+)")
 
 
 def _open(url: str) -> DurableStore:
     return DurableStore(url, readonly=True)
+
+
+def _children(url: str) -> list[str]:
+    """The stores ``URL/shard-<k>`` or ``URL/trial-<seed>`` (in that order, by number) when
+    URL holds no store of its own but those: what ``scar train`` and ``scar experiment``
+    write under their ``--store``. Empty otherwise."""
+    try:
+        names = backend_for(url).list("")
+    except StoreError:  # opening the URL as one store says what is wrong with it
+        return []
+    if MANIFEST_DIR in names:
+        return []
+    found = sorted(((m[1], int(m[2])), n) for n in names if (m := _CHILD.fullmatch(n)))
+    return [join_url(url, n) for _, n in found]
+
+
+def _one_store(url: str, kids: list[str]) -> None:
+    """``inspect`` and ``restore`` read one store: a URL holding several is an error."""
+    if kids:
+        names = [k.rstrip("/").rsplit("/", 1)[-1] for k in kids]
+        raise StoreError(
+            f"{url} holds {len(kids)} checkpoint stores ({names[0]}"
+            f"{f' .. {names[-1]}' if len(names) > 1 else ''}), one per shard or trial: give "
+            f"one of them, e.g. {kids[0]}"
+        )
 
 
 @contextlib.contextmanager
@@ -58,7 +89,21 @@ def ckpt() -> None:
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def ls_cmd(url: str, as_json: bool) -> None:
-    """List the committed versions of a store."""
+    """List the committed versions of a store (of each store, for the URL of a ``scar train``
+    or ``scar experiment --store``)."""
+    kids = _children(url)
+    if not kids:
+        _ls(url, as_json)
+    elif as_json:
+        docs = [_ls(kid, True, echo=False) for kid in kids]
+        click.echo(json.dumps({"url": url, "stores": docs}))
+    else:
+        for kid in kids:
+            click.echo(f"{kid}:")
+            _ls(kid, False)
+
+
+def _ls(url: str, as_json: bool, echo: bool = True) -> dict:
     with _warnings_to_stderr():
         store = _open(url)
         rows = [
@@ -72,12 +117,14 @@ def ls_cmd(url: str, as_json: bool) -> None:
             }
             for m in store.intact()
         ]
+    doc = {"url": url, "versions": rows, "problems": store.problems}
     if as_json:
-        click.echo(json.dumps({"url": url, "versions": rows, "problems": store.problems}))
-        return
+        if echo:
+            click.echo(json.dumps(doc))
+        return doc
     if not rows:
         click.echo(f"{url}: no committed checkpoint")
-        return
+        return doc
     click.echo(f"{'version':>8} {'iteration':>10} {'kind':>8} {'rows':>10} {'bytes':>10}  created")
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))
@@ -88,6 +135,7 @@ def ls_cmd(url: str, as_json: bool) -> None:
         )
     for why in store.problems.values():
         click.echo(f"scar: warning: {why}", err=True)
+    return doc
 
 
 @ckpt.command()
@@ -98,6 +146,7 @@ def inspect(url: str, version: int | None, as_json: bool) -> None:
     """Show tables, rows, ages (iterations since each row was saved) and bytes."""
     from .store.tools import describe
 
+    _one_store(url, _children(url))
     with _warnings_to_stderr():
         store = _open(url)
         if version is not None:
@@ -137,7 +186,15 @@ def inspect(url: str, version: int | None, as_json: bool) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print only the bad files.")
 @click.pass_context
 def verify(ctx: click.Context, url: str, quiet: bool) -> None:
-    """Check every manifest and checksum. Exit status 0 if intact, 1 if not."""
+    """Check every manifest and checksum (of each store, for the URL of a ``scar train`` or
+    ``scar experiment --store``). Exit status 0 if intact, 1 if not."""
+    ok = True
+    for one in _children(url) or [url]:
+        ok &= _verify(one, quiet)
+    ctx.exit(0 if ok else 1)
+
+
+def _verify(url: str, quiet: bool) -> bool:
     from .store.tools import verify as run
 
     with warnings.catch_warnings():
@@ -153,7 +210,7 @@ def verify(ctx: click.Context, url: str, quiet: bool) -> None:
             f"{url}: {rep.manifests} manifests, {rep.files} files, {_size(rep.bytes)} checked: "
             f"{state}"
         )
-    ctx.exit(0 if rep.ok else 1)
+    return rep.ok
 
 
 @ckpt.command()
@@ -166,6 +223,7 @@ def restore(url: str, version: int | None, output: str, iterations: bool) -> Non
     from .cli import check_output
 
     path = check_output(output)
+    _one_store(url, _children(url))
     with _warnings_to_stderr():
         store = _open(url)
         if version is not None:
