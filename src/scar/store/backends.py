@@ -35,8 +35,8 @@ from .format import LOCK_NAME
 
 PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger than this
 # A batch smaller than this is flushed by fsyncs one after another, not concurrently: flushing
-# files on helper threads pays off for large batches only, and costs a small one 8-14 % more
-# CPU (a 32768-row sparse version: benchmarks/store_small_versions.py).
+# files on helper threads pays off for large batches only, and costs a small one up to 17 %
+# more CPU (a 32768-row sparse version: benchmarks/store_small_versions.py, large mode).
 LARGE_BATCH = 4 << 20
 KEEP_OPEN = 32  # a small batch of at most this many files keeps them open from write to fsync
 WRITE_BYTES = 64 << 20  # one write() call; write-back of each piece starts as it is written
