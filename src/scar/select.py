@@ -372,9 +372,12 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if n < _SMALL_N:  # exact selection around the k-th largest value found by np.partition
         vals = np.where(np.isnan(scores), np.inf, scores)
         kth = np.partition(vals, n - k)[n - k]
-        above = np.flatnonzero(vals > kth)
-        ties = np.flatnonzero(vals == kth)[: k - above.size]
-        return np.sort(np.concatenate((above, ties))).astype(np.int64, copy=False)
+        chosen = vals > kth
+        need = k - int(np.count_nonzero(chosen))
+        chosen[np.flatnonzero(vals == kth)[:need]] = True  # the ties with the smallest ids
+        # one mask, read once in order: the ids come out sorted (sorting the concatenated
+        # ids instead took over half of this path's time at 40000 scores)
+        return np.flatnonzero(chosen).astype(np.int64, copy=False)
     with _threads(n) as nthreads:
         nchunks = max(1, min(4 * nthreads, n // _MIN_CHUNK))
         return _top_k_radix(np.ascontiguousarray(scores), k, nchunks)
