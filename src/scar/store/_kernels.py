@@ -13,12 +13,32 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def count_owners(owner, rows, lo, counts):
-    """counts[u - lo] += rows (of ``rows``) owned by uid u: one pass, no temporaries."""
+def count_owners(owner, rows, lo, counts, touched, n):
+    """counts[u - lo] += rows (of ``rows``) owned by uid u; each place that leaves 0 is
+    appended to ``touched`` (which holds ``n`` already): returns the new ``n``. One pass, no
+    temporaries, nothing proportional to ``counts``' size."""
     for r in rows:
         o = owner[r]
         if o >= 0:
-            counts[o - lo] += 1
+            k = o - lo
+            if counts[k] == 0:
+                touched[n] = k
+                n += 1
+            counts[k] += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def tally_owned(owners, lo, counts, touched, n):
+    """``count_owners`` for every row of ``owners`` (a slice of the owner array)."""
+    for o in owners:
+        if o >= 0:
+            k = o - lo
+            if counts[k] == 0:
+                touched[n] = k
+                n += 1
+            counts[k] += 1
+    return n
 
 
 @njit(cache=True, nogil=True)
@@ -66,7 +86,8 @@ def fill_chunk(
 def warm_up() -> None:
     """Load every kernel's machine code now (with the argument types the store passes)."""
     i32, i64 = np.zeros(2, np.int32), np.zeros(2, np.int64)
-    count_owners(i32 - 1, i64, 0, np.zeros(1, np.int64))
+    count_owners(i32 - 1, i64, 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 0)
+    tally_owned(i32 - 1, 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 0)
     assign(i32.copy(), i32.copy(), i64, 0)
     ids_to_bitmap(i64, 0, 1)
     rows = np.zeros((2, 4), np.uint8)

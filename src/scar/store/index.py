@@ -66,6 +66,10 @@ class LiveSet:
         self.per_chunk: Counter = Counter()  # (table, chunk) -> live segments
         self.bad: set[int] = set()  # uids of segments known to be corrupt or missing
         self._uid = 0
+        # losses' tallies: by uid - (oldest live uid), all zero between calls; and the
+        # places it touched (so each call costs its rows, not the span of live uids)
+        self._tally = np.zeros(0, np.int64)
+        self._touched = np.zeros(0, np.int64)
 
     def _register(self, iteration: int) -> int:
         """A new segment uid, saved at ``iteration``."""
@@ -102,23 +106,30 @@ class LiveSet:
         if not self.segments:
             return lost
         lo = next(iter(self.segments))  # uids grow in commit order: the oldest live one
-        if self._uid - lo > _DENSE_UIDS:  # a very old segment still lives: count sparsely
-            for seg, ids, _ in updates:
-                old = self.owner[seg.table][self._rows(seg, ids)]
+        span = self._uid - lo
+        n = 0  # places of self._tally touched
+        for seg, ids, _ in updates:
+            owner, rows = self.owner[seg.table], self._rows(seg, ids)
+            size = self.tables[seg.table].chunk_rows(seg.chunk) if ids is None else ids.size
+            kernels = compiled(size)
+            if kernels is None or span > _DENSE_UIDS:  # sort the owners (a very old segment
+                old = owner[rows]  # still lives, or the compiled loops are not loaded)
                 uids, counts = np.unique(old[old >= 0], return_counts=True)
                 lost.update(dict(zip(uids.tolist(), counts.tolist(), strict=True)))
-            return lost
-        counts = np.zeros(self._uid - lo, np.int64)  # uids are dense: count without sorting
-        for seg, ids, _ in updates:
-            if ids is not None and (kernels := compiled(ids.size)) is not None:
-                kernels.count_owners(self.owner[seg.table], ids, lo, counts)
                 continue
-            old = self.owner[seg.table][self._rows(seg, ids)]
-            old = old[old >= 0]
-            if old.size:
-                counts += np.bincount(old - lo, minlength=counts.size)
-        uids = np.flatnonzero(counts)
-        return Counter(dict(zip((uids + lo).tolist(), counts[uids].tolist(), strict=True)))
+            if self._tally.size < span:  # uids are dense: tally in an array, no sorting
+                self._tally = np.zeros(max(span, 2 * self._tally.size), np.int64)
+                self._touched = np.zeros(self._tally.size, np.int64)
+            if ids is None:
+                n = kernels.tally_owned(owner[rows], lo, self._tally, self._touched, n)
+            else:
+                n = kernels.count_owners(owner, ids, lo, self._tally, self._touched, n)
+        if n:
+            places = self._touched[:n]
+            counts = self._tally[places]
+            self._tally[places] = 0  # all zero again for the next call
+            lost.update(dict(zip((places + lo).tolist(), counts.tolist(), strict=True)))
+        return lost
 
     def preview(self, updates: list[Update], lost: Counter | None = None) -> list[Segment]:
         """The segments that will be live once ``updates`` are applied, in order."""
