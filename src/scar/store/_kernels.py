@@ -13,25 +13,14 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def count_owners(owner, rows, lo, counts, touched, n):
-    """counts[u - lo] += rows (of ``rows``) owned by uid u; each place that leaves 0 is
-    appended to ``touched`` (which holds ``n`` already): returns the new ``n``. One pass, no
-    temporaries, nothing proportional to ``counts``' size."""
-    for r in rows:
-        o = owner[r]
-        if o >= 0:
-            k = o - lo
-            if counts[k] == 0:
-                touched[n] = k
-                n += 1
-            counts[k] += 1
-    return n
-
-
-@njit(cache=True, nogil=True)
-def tally_owned(owners, lo, counts, touched, n):
-    """``count_owners`` for every row of ``owners`` (a slice of the owner array)."""
-    for o in owners:
+def count_owners(owner, rows, start, stop, lo, counts, touched, n):
+    """counts[u - lo] += rows owned by uid u, over ``rows`` (or, if it is empty, rows
+    ``start:stop``); each place that leaves 0 is appended to ``touched`` (which holds ``n``
+    already): returns the new ``n``. One pass, no temporaries, nothing proportional to
+    ``counts``' size."""
+    sparse = rows.size > 0
+    for i in range(rows.size if sparse else stop - start):
+        o = owner[rows[i]] if sparse else owner[start + i]
         if o >= 0:
             k = o - lo
             if counts[k] == 0:
@@ -86,8 +75,7 @@ def fill_chunk(
 def warm_up() -> None:
     """Load every kernel's machine code now (with the argument types the store passes)."""
     i32, i64 = np.zeros(2, np.int32), np.zeros(2, np.int64)
-    count_owners(i32 - 1, i64, 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 0)
-    tally_owned(i32 - 1, 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 0)
+    count_owners(i32 - 1, i64, 0, 0, 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 0)
     assign(i32.copy(), i32.copy(), i64, 0)
     ids_to_bitmap(i64, 0, 1)
     rows = np.zeros((2, 4), np.uint8)

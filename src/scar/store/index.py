@@ -15,6 +15,7 @@ import numpy as np
 from .format import Segment, Table
 
 _DENSE_UIDS = 1 << 20  # count losses in an array while the live uids span at most this many
+_NO_ROWS = np.zeros(0, np.int64)  # count_owners over a whole chunk
 COMPILED_ROWS = 1 << 16  # sparse updates of at least this many rows use the compiled loops
 
 
@@ -109,9 +110,10 @@ class LiveSet:
         span = self._uid - lo
         n = 0  # places of self._tally touched
         for seg, ids, _ in updates:
-            owner, rows = self.owner[seg.table], self._rows(seg, ids)
-            size = self.tables[seg.table].chunk_rows(seg.chunk) if ids is None else ids.size
-            kernels = compiled(size)
+            t, owner, rows = self.tables[seg.table], self.owner[seg.table], self._rows(seg, ids)
+            if ids is not None and not ids.size:
+                continue  # no rows: no losses (and an empty ``ids`` means "all" below)
+            kernels = compiled(t.chunk_rows(seg.chunk) if ids is None else ids.size)
             if kernels is None or span > _DENSE_UIDS:  # sort the owners (a very old segment
                 old = owner[rows]  # still lives, or the compiled loops are not loaded)
                 uids, counts = np.unique(old[old >= 0], return_counts=True)
@@ -120,10 +122,10 @@ class LiveSet:
             if self._tally.size < span:  # uids are dense: tally in an array, no sorting
                 self._tally = np.zeros(max(span, 2 * self._tally.size), np.int64)
                 self._touched = np.zeros(self._tally.size, np.int64)
-            if ids is None:
-                n = kernels.tally_owned(owner[rows], lo, self._tally, self._touched, n)
-            else:
-                n = kernels.count_owners(owner, ids, lo, self._tally, self._touched, n)
+            n = kernels.count_owners(
+                owner, _NO_ROWS if ids is None else ids, t.chunks[seg.chunk],
+                t.chunks[seg.chunk + 1], lo, self._tally, self._touched, n,
+            )  # fmt: skip
         if n:
             places = self._touched[:n]
             counts = self._tally[places]
