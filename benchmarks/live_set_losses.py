@@ -60,7 +60,7 @@ def measure(span: int, ids: np.ndarray, a) -> dict[str, float]:
     def span_array() -> dict:
         counts = np.zeros(span, np.int64)
         unused = np.zeros(span, np.int64)  # (the earlier kernel kept no touched list)
-        _kernels.count_owners(owner, ids, 0, 0, 0, counts, unused, 0)
+        _kernels.count_owners(owner, False, ids, 0, 0, 0, counts, unused, 0)
         uids = np.flatnonzero(counts)
         return dict(zip(uids.tolist(), counts[uids].tolist(), strict=True))
 

@@ -13,14 +13,13 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def count_owners(owner, rows, start, stop, lo, counts, touched, n):
-    """counts[u - lo] += rows owned by uid u, over ``rows`` (or, if it is empty, rows
-    ``start:stop``); each place that leaves 0 is appended to ``touched`` (which holds ``n``
+def count_owners(owner, whole, rows, start, stop, lo, counts, touched, n):
+    """counts[u - lo] += rows owned by uid u, over rows ``start:stop`` if ``whole``, else over
+    ``rows``; each place that leaves 0 is appended to ``touched`` (which holds ``n``
     already): returns the new ``n``. One pass, no temporaries, nothing proportional to
     ``counts``' size."""
-    sparse = rows.size > 0
-    for i in range(rows.size if sparse else stop - start):
-        o = owner[rows[i]] if sparse else owner[start + i]
+    for i in range(stop - start if whole else rows.size):
+        o = owner[start + i] if whole else owner[rows[i]]
         if o >= 0:
             k = o - lo
             if counts[k] == 0:
@@ -75,7 +74,7 @@ def fill_chunk(
 def warm_up() -> None:
     """Load every kernel's machine code now (with the argument types the store passes)."""
     i32, i64 = np.zeros(2, np.int32), np.zeros(2, np.int64)
-    count_owners(i32 - 1, i64, 0, 0, 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 0)
+    count_owners(i32 - 1, False, i64, 0, 0, 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 0)
     assign(i32.copy(), i32.copy(), i64, 0)
     ids_to_bitmap(i64, 0, 1)
     rows = np.zeros((2, 4), np.uint8)

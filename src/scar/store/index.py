@@ -15,7 +15,7 @@ import numpy as np
 from .format import Segment, Table
 
 _DENSE_UIDS = 1 << 20  # count losses in an array while the live uids span at most this many
-_NO_ROWS = np.zeros(0, np.int64)  # count_owners over a whole chunk
+_NO_ROWS = np.zeros(0, np.int64)  # the rows count_owners is given for a whole chunk
 COMPILED_ROWS = 1 << 16  # sparse updates of at least this many rows use the compiled loops
 
 
@@ -111,8 +111,6 @@ class LiveSet:
         n = 0  # places of self._tally touched
         for seg, ids, _ in updates:
             t, owner, rows = self.tables[seg.table], self.owner[seg.table], self._rows(seg, ids)
-            if ids is not None and not ids.size:
-                continue  # no rows: no losses (and an empty ``ids`` means "all" below)
             kernels = compiled(t.chunk_rows(seg.chunk) if ids is None else ids.size)
             if kernels is None or span > _DENSE_UIDS:  # sort the owners (a very old segment
                 old = owner[rows]  # still lives, or the compiled loops are not loaded)
@@ -123,7 +121,7 @@ class LiveSet:
                 self._tally = np.zeros(max(span, 2 * self._tally.size), np.int64)
                 self._touched = np.zeros(self._tally.size, np.int64)
             n = kernels.count_owners(
-                owner, _NO_ROWS if ids is None else ids, t.chunks[seg.chunk],
+                owner, ids is None, _NO_ROWS if ids is None else ids, t.chunks[seg.chunk],
                 t.chunks[seg.chunk + 1], lo, self._tally, self._touched, n,
             )  # fmt: skip
         if n:
