@@ -226,7 +226,7 @@ class ShardServer:
             for live in self.state.values():
                 if n := min(2, live.shape[0]):
                     select_top_changed_among(live[:n], live[:n].copy(), 1, np.arange(n))
-            for dtype in {np.result_type(live.dtype, np.float32) for live in self.state.values()}:
+            for dtype in {live.dtype for live in self.state.values()}:  # the scores' dtype
                 warm_up(dtype)
 
     # -- serving --------------------------------------------------------------------------
