@@ -1,4 +1,4 @@
-"""Machine CPU per small version of four ways to make it durable on a local file system: the
+"""Machine CPU per small version of five ways to make it durable on a local file system: the
 store's file-per-version commit against two schemes that reuse space instead of creating and
 deleting files. A design benchmark: what a log-structured local backend would save.
 
@@ -11,8 +11,9 @@ shard, float32 values and a row bitmap) and a ``--manifest-kb`` manifest (3 KB),
   and a temporary manifest written to new files (each one's write-back started as it is
   written), then fsynced, the data directory fsynced, the manifest renamed into place, its
   directory fsynced; the files of the version ``keep`` (3) back deleted;
-* ``files_each``: the same, but each file fsynced as soon as it is written (the store's
-  earlier order: one more forced journal commit per version);
+* ``files_late``: the same, but no write-back started before the fsyncs (they do it all);
+* ``files_each``: the same as ``files``, but each file fsynced as soon as it is written (the
+  store's earlier order: one more forced journal commit per version);
 * ``recycled``: the segment written over one of ``keep + 1`` data files in place (no new file,
   no delete, no directory flush) and ``fdatasync``-ed; the manifest as in ``files``;
 * ``log``: segment and manifest written together into a preallocated file in place (slots
@@ -48,7 +49,7 @@ spec.loader.exec_module(ro)
 
 from scar.store import backends  # noqa: E402  (its sync_file_range, as the store calls it)
 
-SCHEMES = ("files", "files_each", "recycled", "log")
+SCHEMES = ("files", "files_late", "files_each", "recycled", "log")
 KEEP = 3  # versions kept, as the store's default keep_last
 WARM = 20  # versions written before the timed ones (every slot and data file exists then)
 
@@ -63,11 +64,12 @@ def write_new(path: str, data: bytes, sync: bool) -> None:
         os.close(fd)
 
 
-def write_early(path: str, data: bytes) -> int:
-    """A new file with ``data``, its write-back started (not waited for); its open descriptor."""
+def write_open(path: str, data: bytes, early: bool = True) -> int:
+    """A new file with ``data`` (``early``: its write-back started, not waited for); its open
+    descriptor."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.write(fd, data)
-    if backends._start_writeback is not None:
+    if early and backends._start_writeback is not None:
         backends._start_writeback(fd, 0, len(data), backends.SYNC_FILE_RANGE_WRITE)
     return fd
 
@@ -110,10 +112,11 @@ class Scheme:
         os.fsync(self.mans_fd)
 
     def version(self, v: int) -> None:
-        if self.name == "files":
+        if self.name in ("files", "files_late"):
+            early = self.name == "files"
             tmp = os.path.join(self.mans, f".v{v}.tmp")
-            fds = [write_early(os.path.join(self.data, f"v{v}.seg"), self.segment)]
-            fds.append(write_early(tmp, self.manifest))
+            fds = [write_open(os.path.join(self.data, f"v{v}.seg"), self.segment, early)]
+            fds.append(write_open(tmp, self.manifest, early))
             for fd in fds:
                 os.fsync(fd)
                 os.close(fd)

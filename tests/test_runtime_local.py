@@ -113,7 +113,7 @@ def test_a_failed_selection_leaves_every_dirty_row_dirty(monkeypatch):
     def fail(*args):
         raise MemoryError("no room")
 
-    monkeypatch.setattr(sel, "select_top_changed_among", fail)
+    monkeypatch.setattr(sel, "_choose", fail)
     with pytest.raises(MemoryError):
         policy.select("w", np.ones((12, 1)), np.zeros((12, 1)), 8)
     np.testing.assert_array_equal(policy.dirty["w"], before)

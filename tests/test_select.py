@@ -11,6 +11,7 @@ from scar.select import (
     select_top_changed_among,
     single_threaded,
     take_set,
+    take_top_changed,
     top_k,
     top_k_sparse,
 )
@@ -260,7 +261,12 @@ def test_tracked_selection_equals_the_priority_policy_over_many_saves(width, dty
             expected = select_top_changed(live, saved, k)
         with single_threaded():
             got, still = select_top_changed_among(live, saved, k, np.flatnonzero(dirty))
+            mask = dirty.copy()
+            taken, left = take_top_changed(mask, live, saved, k)  # the shard's: scans the mask
         np.testing.assert_array_equal(got, expected, err_msg=f"iteration {it}")
+        np.testing.assert_array_equal(taken, expected, err_msg=f"iteration {it}")
+        np.testing.assert_array_equal(left, still)
+        assert not mask.any()
         every, _ = select_top_changed_among(live, saved, k, np.arange(n))  # the dense path
         np.testing.assert_array_equal(every, expected)
         saved[got] = live[got]  # what Checkpointer._save does
@@ -333,3 +339,69 @@ print(json.dumps([before, after, sigs()]))
     assert before == [0] * len(RADIX_KERNELS)
     assert after == [1] * len(RADIX_KERNELS)
     assert later == after
+
+
+@pytest.mark.parametrize("n", [1, 7, 9, 63, 1001])
+@pytest.mark.parametrize("width", [1, 3])
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float32, np.float64)])
+def test_take_top_changed_is_the_selection_over_the_whole_table(n, width, dtypes):
+    """The shard's selection from its dirty mask (one compiled pass for one-column tables,
+    the mask's tail past its 8-byte words included) equals select_top_changed over every
+    row: untouched rows, touched-but-unchanged rows, -0.0 against +0.0, NaN rows, k from 0
+    to past n; it clears the mask and returns the rows still changed after the save."""
+    rng = np.random.default_rng(n * width)
+    saved = rng.standard_normal((n, width)).astype(dtypes[1])
+    live = saved.astype(dtypes[0])
+    saved = live.astype(dtypes[1])  # equal where untouched, whatever the dtypes
+    dirty = rng.random(n) < 0.5
+    moved = dirty & (rng.random(n) < 0.6)
+    live[moved] += rng.integers(1, 4, (int(moved.sum()), width)).astype(dtypes[0])  # ties
+    live[0], saved[0] = -0.0, 0.0  # no change
+    dirty[0] = True
+    if n > 5:
+        live[5] = np.nan
+        dirty[5] = True
+    changed = row_change_norms(live, saved) != 0
+    for k in (0, 1, n // 3, n, n + 2):
+        mask = dirty.copy()
+        chosen, still = take_top_changed(mask, live, saved, k)
+        np.testing.assert_array_equal(chosen, select_top_changed(live, saved, k))
+        assert not mask.any()
+        left = changed.copy()
+        left[chosen] = False
+        left |= np.isnan(row_change_norms(live, saved))
+        np.testing.assert_array_equal(still, np.flatnonzero(left))
+
+
+def test_take_top_changed_refuses_a_mask_that_is_not_one_flag_per_row():
+    live = np.zeros((8, 1), np.float32)
+    for bad in (np.zeros(7, bool), np.zeros(8, np.uint8), np.zeros(16, bool)[::2]):
+        with pytest.raises(ValueError, match="C-contiguous bool array of 8 rows"):
+            take_top_changed(bad, live, live, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("width", [1, 5])
+def test_gather_saving_is_numpys_gather_and_scatter(dtype, width):
+    """The checkpoint's gather (values = live[ids]) and record (saved[ids] = values) in one
+    pass: the same arrays as numpy's indexing, for the compiled dtypes and the others."""
+    rng = np.random.default_rng(width)
+    live = rng.standard_normal((100, width)).astype(dtype)
+    saved = np.zeros_like(live)
+    for ids in (np.array([3, 0, 99, 3]), np.sort(rng.choice(100, 30, replace=False)), []):
+        ids = np.asarray(ids, np.int64)
+        want_saved = saved.copy()
+        want_saved[ids] = live[ids]
+        got = select.gather_saving(live, ids, saved)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, live[ids])
+        np.testing.assert_array_equal(saved, want_saved)
+
+
+def test_gather_saving_refuses_rows_outside_the_table_and_writes_nothing():
+    live = np.ones((10, 2), np.float32)
+    saved = np.zeros_like(live)
+    for bad in ([1, 10], [-1, 2]):
+        with pytest.raises(IndexError, match="out of bounds for a table of 10 rows"):
+            select.gather_saving(live, np.array(bad, np.int64), saved)
+        assert not saved.any()

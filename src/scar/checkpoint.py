@@ -73,13 +73,16 @@ class Checkpointer:
         rows = {}
         for name, ids in chosen.items():
             live = self.state[name]
-            values = live if ids is None else live[ids]
+            if self._saved is None:
+                values = live if ids is None else live[ids]
+            elif ids is None:
+                values = live
+                np.copyto(self._saved[name], live)
+            else:
+                from .select import gather_saving  # numba: imported on first use
+
+                values = gather_saving(live, ids, self._saved[name])
             rows[name] = (ids, values)
-            if self._saved is not None:
-                if ids is None:
-                    np.copyto(self._saved[name], live)
-                else:
-                    self._saved[name][ids] = values
         result = self.store.save(iteration, rows, aux=self.aux() if self.aux else None)
         self.events.append(result)
         return result

@@ -329,6 +329,14 @@ def _as_float_array(name: str, a: np.ndarray, ndim: int) -> np.ndarray:
     return a
 
 
+def _check_pair(live: np.ndarray, saved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    live = _as_float_array("live", live, 2)
+    saved = _as_float_array("saved", saved, 2)
+    if live.shape != saved.shape:
+        raise ValueError(f"live and saved shapes differ: {live.shape} vs {saved.shape}")
+    return live, saved
+
+
 def row_change_norms(
     live: np.ndarray, saved: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
@@ -339,10 +347,7 @@ def row_change_norms(
     that row (which ``top_k`` then ranks first).  ``out``, if given, must be a 1-D array of
     the result dtype and length ``rows``; it is filled and returned.
     """
-    live = _as_float_array("live", live, 2)
-    saved = _as_float_array("saved", saved, 2)
-    if live.shape != saved.shape:
-        raise ValueError(f"live and saved shapes differ: {live.shape} vs {saved.shape}")
+    live, saved = _check_pair(live, saved)
     dtype = np.result_type(live.dtype, saved.dtype)
     if out is None:
         out = np.empty(live.shape[0], dtype=dtype)
@@ -411,35 +416,17 @@ def top_k_sparse(scores: np.ndarray, ids: np.ndarray, k: int, n: int) -> np.ndar
     counts as ``+inf``.  Negative scores (which change norms never produce) fall back to a
     dense ``top_k``.
     """
-    return _top_k_sparse(scores, ids, k, n)[0]
-
-
-def _top_k_sparse(scores, ids, k, n) -> tuple[np.ndarray, np.ndarray | None]:
-    """(``top_k_sparse``, positions in ``ids`` of the chosen rows of nonzero score, or None
-    when every row of nonzero score is chosen)."""
     scores = _as_float_array("scores", scores, 1)
     ids = np.asarray(ids, dtype=np.int64)
-    k, n = operator.index(k), operator.index(n)
     if ids.shape != scores.shape:
         raise ValueError(f"scores and ids differ in shape: {scores.shape} vs {ids.shape}")
-    if k <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    if k >= n:
-        return np.arange(n, dtype=np.int64), None
-    if (scores < 0).any():  # the zeros outside ids are not the smallest scores: go dense
+    k, n = operator.index(k), operator.index(n)
+    if k > 0 and k < n and (scores < 0).any():  # the zeros outside ids are not the smallest
         full = np.zeros(n, dtype=scores.dtype)
         full[ids] = scores
-        chosen = top_k(full, k)
-        return chosen, np.flatnonzero(np.isin(ids, chosen, assume_unique=True))
-    nonzero = np.flatnonzero(scores != 0)  # NaN included; -0.0 == +0.0 is a zero, as top_k
-    if nonzero.size >= k:  # the k-th largest score is > 0: every chosen row is one of ids;
-        pos = top_k(scores, k)  # ids are sorted, so ties by position are ties by row id
-        return ids[pos], pos
-    # Every nonzero row is taken; the quota left goes to the smallest ids of score 0 (all
-    # below k: at most nonzero.size of the ids below k are taken already).
-    out = np.empty(k, dtype=np.int64)
-    _fill_merge(ids[nonzero], out)
-    return out, None
+        return top_k(full, k)
+    nz = scores != 0  # NaN included; -0.0 == +0.0 is a zero, as in top_k
+    return _choose(ids[nz], scores[nz], k, n)[0]
 
 
 @njit(**_OPTS)
@@ -495,6 +482,70 @@ def take_set(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit(**_OPTS)
+def _take_changed(mask, words, live, saved, ids, scores):
+    """``_take_set`` that keeps, of the rows it takes, those whose change ``|live[r, 0] -
+    saved[r, 0]|`` (one column: the L2 norm, exact, as ``_norms_kernel`` computes it) is
+    nonzero, NaN included: their ids and changes into ``ids`` / ``scores``. Their count."""
+    m = 0
+    for i in range(words.size):
+        w = words[i]
+        if w == 0:
+            continue
+        words[i] = 0
+        base = i * 8
+        while w != 0:
+            r = base + np.int64(_ctz(w) >> 3)
+            w &= w - np.uint64(1)
+            d = abs(np.float64(live[r, 0]) - np.float64(saved[r, 0]))
+            if not d == 0:  # NaN too
+                ids[m] = r
+                scores[m] = d
+                m += 1
+    for r in range(words.size * 8, mask.size):
+        if mask[r]:
+            mask[r] = 0
+            d = abs(np.float64(live[r, 0]) - np.float64(saved[r, 0]))
+            if not d == 0:
+                ids[m] = r
+                scores[m] = d
+                m += 1
+    return m
+
+
+def _changed_among(live, saved, rows) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, change norms) of the rows among ``rows`` (sorted unique) whose change is nonzero."""
+    n = live.shape[0]
+    if 2 * rows.size > n:  # most rows: one pass over the tables beats gathering them
+        scores = row_change_norms(live, saved)
+        ids = np.flatnonzero(scores != 0)  # NaN included
+        return ids, scores[ids]
+    scores = row_change_norms(live[rows], saved[rows])
+    nz = scores != 0
+    return rows[nz], scores[nz]
+
+
+def _choose(ids, scores, k, n) -> tuple[np.ndarray, np.ndarray]:
+    """``select_top_changed`` of a table whose only rows of nonzero change are ``ids``
+    (ascending) with changes ``scores`` (every other row: 0), and the ids whose change is
+    still nonzero once the chosen rows are saved (the unchosen ones, and NaN, which stays)."""
+    k, n = operator.index(k), operator.index(n)
+    if k <= 0:
+        return np.empty(0, np.int64), ids
+    nan = np.isnan(scores)
+    if k >= n:
+        return np.arange(n, dtype=np.int64), ids[nan]
+    if ids.size >= k:  # the k-th largest change is > 0: every chosen row is one of ids;
+        pos = top_k(scores, k)  # ids are sorted, so ties by position are ties by row id
+        left = np.ones(ids.size, bool)
+        left[pos] = False
+        return ids[pos], ids[left | nan]
+    # Every changed row is taken; the quota left goes to the smallest ids of change 0.
+    out = np.empty(k, dtype=np.int64)
+    _fill_merge(ids, out)
+    return out, ids[nan]
+
+
 def select_top_changed_among(
     live: np.ndarray, saved: np.ndarray, k: int, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -504,17 +555,84 @@ def select_top_changed_among(
     is still nonzero once the chosen rows are saved: the unchosen ones that changed, and the
     rows whose change is NaN, which stays NaN after saving).
     """
-    n = live.shape[0]
-    rows = np.asarray(rows, dtype=np.int64)
-    if 2 * rows.size > n:  # most rows: one pass over the tables beats gathering them
-        rows = np.arange(n, dtype=np.int64)
-        scores = row_change_norms(live, saved)
+    live, saved = _check_pair(live, saved)
+    ids, scores = _changed_among(live, saved, np.asarray(rows, dtype=np.int64))
+    return _choose(ids, scores, k, live.shape[0])
+
+
+def take_top_changed(
+    mask: np.ndarray, live: np.ndarray, saved: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``select_top_changed_among(live, saved, k, take_set(mask))``: the rows set in ``mask``
+    (a C-contiguous bool array, one per row, cleared here) are the only ones that may differ
+    from their saved copy. A one-column table is scanned, scored and filtered in one compiled
+    pass over the mask (no gathered copies of the rows); wider ones are gathered and scored
+    by ``row_change_norms``. If the choice fails, the changed rows are set in ``mask`` again
+    (nothing was saved; the unchanged rows equal their saved copy and need no tracking)."""
+    live, saved = _check_pair(live, saved)
+    if mask.dtype != np.bool_ or mask.shape != (live.shape[0],) or not mask.flags.c_contiguous:
+        raise ValueError(f"mask must be a C-contiguous bool array of {live.shape[0]} rows")
+    if live.shape[1] == 1:
+        count = int(np.count_nonzero(mask))
+        ids = np.empty(count, np.int64)
+        scores = np.empty(count, np.result_type(live.dtype, saved.dtype))
+        raw = mask.view(np.uint8)
+        m = _take_changed(raw, raw[: raw.size // 8 * 8].view(np.uint64), live, saved, ids, scores)
+        ids, scores = ids[:m], scores[:m]
     else:
-        scores = row_change_norms(live[rows], saved[rows])
-    chosen, pos = _top_k_sparse(scores, rows, k, n)
-    still = np.isnan(scores)
-    if pos is not None:  # some rows of nonzero score are left unsaved
-        left = scores != 0
-        left[pos] = False
-        still |= left
-    return chosen, rows[still]
+        rows = take_set(mask)
+        try:
+            ids, scores = _changed_among(live, saved, rows)
+        except BaseException:
+            mask[rows] = True
+            raise
+    try:
+        return _choose(ids, scores, k, live.shape[0])
+    except BaseException:
+        mask[ids] = True
+        raise
+
+
+@njit(**_OPTS)
+def _gather_saving(live, ids, saved, out):
+    """out[i] = saved[ids[i]] = live[ids[i]]; -1 if every id is a row, else the first bad one's
+    position (nothing written then)."""
+    n, w = live.shape
+    for i in range(ids.size):
+        if ids[i] < 0 or ids[i] >= n:
+            return i
+    for i in range(ids.size):
+        r = ids[i]
+        for j in range(w):
+            v = live[r, j]
+            out[i, j] = v
+            saved[r, j] = v
+    return -1
+
+
+def gather_saving(live: np.ndarray, ids: np.ndarray, saved: np.ndarray) -> np.ndarray:
+    """``values = live[ids]; saved[ids] = values; return values`` - the rows a checkpoint saves
+    and its record of what they were saved as - in one compiled pass for float32 / float64
+    tables (numpy's two indexing passes otherwise). Ids must be rows of ``live`` (IndexError,
+    and nothing written, if not); a repeated id is written once per occurrence."""
+    ids = np.asarray(ids)
+    fast = (
+        ids.dtype == np.int64
+        and ids.ndim == 1
+        and live.dtype in (np.float32, np.float64)
+        and saved.dtype == live.dtype
+        and live.ndim == 2
+        and saved.shape == live.shape
+        and live.flags.c_contiguous
+        and saved.flags.c_contiguous
+        and saved.flags.writeable
+    )
+    if not fast:
+        values = live[ids]
+        saved[ids] = values
+        return values
+    out = np.empty((ids.size, live.shape[1]), live.dtype)
+    bad = _gather_saving(live, ids, saved, out)
+    if bad >= 0:
+        raise IndexError(f"row {ids[bad]} is out of bounds for a table of {live.shape[0]} rows")
+    return out

@@ -58,9 +58,8 @@ class TrackedPriority(PriorityPolicy):
     last saved, ties by row id, NaN first), but reads only the rows that may have changed: a
     per-table mask, set for every row an update touches (``touch``) and, after each save, left
     set only for the rows whose change is still nonzero (not chosen, or NaN). Every row outside
-    the mask has ``live == saved``, a change of 0, so ``select_top_changed_among`` gives the
-    same rows as ``select_top_changed`` over the whole table (tests/test_select.py). Sparse
-    LR touches a few % of its rows per iteration: a save reads ~``2 * interval`` iterations'
+    the mask has ``live == saved``, a change of 0, so ``take_top_changed`` gives the same rows
+    as ``select_top_changed`` over the whole table (tests/test_select.py). Sparse LR touches a few % of its rows per iteration: a save reads ~``2 * interval`` iterations'
     worth of rows, not the table. Anything that rewrites rows behind the policy's back (a
     restore, a rollback) calls ``touch_all``.
     """
@@ -77,16 +76,11 @@ class TrackedPriority(PriorityPolicy):
             d[:] = True
 
     def select(self, table, live, saved, iteration):
-        from ..select import select_top_changed_among, take_set
+        from ..select import take_top_changed
 
+        k = self.rows_per_checkpoint(live.shape[0], iteration)
         dirty = self.dirty[table]
-        rows = take_set(dirty)  # the dirty rows; the mask cleared
-        try:
-            k = self.rows_per_checkpoint(live.shape[0], iteration)
-            chosen, still = select_top_changed_among(live, saved, k, rows)
-        except BaseException:
-            dirty[rows] = True  # nothing was saved: every row stays dirty
-            raise
+        chosen, still = take_top_changed(dirty, live, saved, k)  # the mask cleared as read
         dirty[still] = True
         return chosen
 
@@ -217,15 +211,15 @@ class ShardServer:
         (``scar.store.index.compiled``), not only the large ones. The selection's radix
         kernels are compiled here too if numba's cache does not hold them yet (the first run
         of an installation: seconds, which its first priority save would otherwise wait)."""
-        from ..select import select_top_changed_among, single_threaded, take_set, warm_up
+        from ..select import single_threaded, take_top_changed, warm_up
         from ..store.index import load_kernels
 
         load_kernels()
-        take_set(np.zeros(9, bool))
         with single_threaded():
             for live in self.state.values():
-                if n := min(2, live.shape[0]):
-                    select_top_changed_among(live[:n], live[:n].copy(), 1, np.arange(n))
+                if n := min(9, live.shape[0]):
+                    mask = np.ones(n, bool)
+                    take_top_changed(mask, live[:n], np.zeros_like(live[:n]), 1)
             for dtype in {live.dtype for live in self.state.values()}:  # the scores' dtype
                 warm_up(dtype)
 

@@ -189,20 +189,26 @@ class LocalBackend:
             return n
 
     def _write_one(self, rel: str, buffers: list, keep_open: bool = False) -> Written:
-        """Write a file, starting its write-back as each piece is written (the caller fsyncs
-        it later, with the rest of its batch); with ``keep_open``, its descriptor stays open
-        for that fsync."""
+        """Write a file, starting its write-back every ``WRITE_BYTES`` written and at its end
+        (the caller fsyncs it later, with the rest of its batch); with ``keep_open``, its
+        descriptor stays open for that fsync. Write-back starts by whole spans, not by buffer:
+        a segment is several buffers (header, row ids, values), and starting each one's
+        write-back as it was written submitted the page two of them share twice."""
+        early = self.fsync and _start_writeback is not None
         fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            done = 0
+            done = started = 0
             for b in _buffers(buffers):
                 mv = memoryview(b).cast("B")
                 while len(mv):
                     n = os.write(fd, mv[:WRITE_BYTES])
                     mv = mv[n:]
-                    if self.fsync and _start_writeback is not None:
-                        _start_writeback(fd, done, n, SYNC_FILE_RANGE_WRITE)
                     done += n
+                    if early and done - started >= WRITE_BYTES:
+                        _start_writeback(fd, started, done - started, SYNC_FILE_RANGE_WRITE)
+                        started = done
+            if early and done > started:
+                _start_writeback(fd, started, done - started, SYNC_FILE_RANGE_WRITE)
         except BaseException:
             os.close(fd)
             raise
