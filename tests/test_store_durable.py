@@ -813,3 +813,23 @@ def test_losses_count_each_owner_however_far_back_the_oldest_live_segment_is(
         assert not live._tally.any()
         live.apply(updates)
     assert live._uid - next(iter(live.segments)) > 500  # a base segment lived throughout
+
+
+def test_increasing_is_strictly_sorted_with_either_loops(loops):
+    """The store's sortedness check of row ids (on save, on read, in a segment's index): the
+    same answer from the compiled pass and from numpy's, on every edge."""
+    from scar.store.index import increasing
+
+    cases = {
+        (): True,
+        (5,): True,
+        (0, 1, 7): True,
+        (0, 1, 1): False,  # a repeat
+        (2, 1): False,
+        (0, 3, 2, 9): False,
+    }
+    for ids, want in cases.items():
+        a = np.asarray(ids, np.int64)
+        assert increasing(a) is want, ids
+        assert increasing(np.repeat(a, 2)[::2]) is want, ids  # a strided view
+    assert increasing(np.array([0, 2], np.int32)) is True  # another int type: numpy's

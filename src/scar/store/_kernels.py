@@ -30,6 +30,14 @@ def count_owners(owner, whole, rows, start, stop, lo, counts, touched, n):
 
 
 @njit(cache=True, nogil=True)
+def increasing(ids):
+    for i in range(1, ids.size):
+        if ids[i] <= ids[i - 1]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
 def assign(owner, pos, rows, uid):
     """Rows ``rows`` now belong to the sparse segment ``uid``, at its positions 0, 1, ..."""
     for i in range(rows.size):
@@ -76,6 +84,8 @@ def warm_up() -> None:
     i32, i64 = np.zeros(2, np.int32), np.zeros(2, np.int64)
     count_owners(i32 - 1, False, i64, 0, 0, 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 0)
     assign(i32.copy(), i32.copy(), i64, 0)
+    increasing(i64)
+    increasing(i64[::2])
     ids_to_bitmap(i64, 0, 1)
     rows = np.zeros((2, 4), np.uint8)
     took = np.zeros(2, np.bool_)

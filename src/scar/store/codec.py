@@ -22,7 +22,7 @@ from .format import (
     id_coding_for,
     iter_bytes_for,
 )
-from .index import compiled
+from .index import compiled, increasing
 
 ZSTD_LEVEL = 1
 PAYS = 0.9  # compress a segment only if that saves at least 10 %
@@ -179,7 +179,7 @@ def decode_index(data: bytes, seg: Segment, table: Table) -> tuple[np.ndarray, n
             raise corrupt(seg.path, f"{seg.path}: row bitmap does not hold {n} rows of its chunk")
     else:
         ids = np.frombuffer(raw, "<i8", count=n).astype(np.int64)
-        if ids[0] < lo or ids[-1] >= hi or (n > 1 and not (np.diff(ids) > 0).all()):
+        if ids[0] < lo or ids[-1] >= hi or not increasing(ids):
             raise corrupt(seg.path, f"{seg.path}: row ids are not sorted rows of its chunk")
     if iters is not None and (iters.max() > seg.iteration or iters.min() < -1):
         raise corrupt(seg.path, f"{seg.path}: row iterations out of range")

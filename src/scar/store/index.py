@@ -30,6 +30,15 @@ def compiled(rows: int):
     return kernels
 
 
+def increasing(ids: np.ndarray) -> bool:
+    """Whether the 1-D int array ``ids`` is strictly increasing (sorted, no repeats): one
+    compiled pass when the loops are loaded, else ``np.diff`` (two temporaries)."""
+    kernels = compiled(ids.size)
+    if kernels is not None and ids.dtype == np.int64 and ids.ndim == 1:
+        return bool(kernels.increasing(ids))
+    return ids.size < 2 or bool((np.diff(ids) > 0).all())
+
+
 def load_kernels() -> None:
     """Load the compiled loops and their machine code now, so that every later save uses them
     and none pays the load (a shard server calls this before serving)."""

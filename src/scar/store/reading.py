@@ -30,7 +30,7 @@ from .format import (
     manifest_name,
     manifest_version,
 )
-from .index import LiveSet
+from .index import LiveSet, increasing
 
 
 class CheckpointWarning(UserWarning):
@@ -219,7 +219,7 @@ class Reading:
         else:
             never = live.owner[t][slice(None) if ids is None else ids] < 0
             out[never] = 0
-        if ids is None or n < 2 or (np.diff(ids) > 0).all():
+        if ids is None or increasing(ids):
             rest = []
             for c, p, q in table.by_chunk(ids):
                 seg = live.single_owner(t, c) if q - p == table.chunk_rows(c) else None

@@ -33,7 +33,7 @@ from .format import (
     chunk_bounds,
     manifest_name,
 )
-from .index import LiveSet
+from .index import LiveSet, increasing
 from .reading import CheckpointWarning, Reading
 from .writer import PRIORITIES, BackgroundWriter, SnapshotPool, idle_priority
 
@@ -179,7 +179,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
         job = Job(self._next_version, iteration, [], None, set(rows) == set(index))
         for name, (ids, values) in rows.items():
             if ids is not None:
-                if ids.size > 1 and not (np.diff(ids) > 0).all():  # sort; last duplicate wins
+                if not increasing(ids):  # sort; last duplicate wins
                     order = np.argsort(ids, kind="stable")
                     ids = ids[order]
                     last = np.r_[ids[1:] != ids[:-1], True]
