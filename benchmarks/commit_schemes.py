@@ -13,15 +13,15 @@ shard, float32 values and a row bitmap) and a ``--manifest-kb`` manifest (3 KB),
   directory fsynced; the files of the version ``keep`` (3) back deleted;
 * ``files_late``: the same, but no write-back started before the fsyncs (they do it all);
 * ``files_each``: the same as ``files``, but each file fsynced as soon as it is written (the
-  store's earlier order: one more forced journal commit per version);
+  store's earlier order: on a journaled file system, one more forced commit per version);
 * ``recycled``: the segment written over one of ``keep + 1`` data files in place (no new file,
   no delete, no directory flush) and ``fdatasync``-ed; the manifest as in ``files``;
 * ``log``: segment and manifest written together into a preallocated file in place (slots
   reused round-robin) and ``fdatasync``-ed: one flush of data blocks, no metadata to journal.
 
 Measured per version: wall time, CPU of this process, and CPU of the whole machine from
-/proc/stat (the file system's journal thread, I/O completions and discards of freed blocks
-included: work done at normal priority whatever the writer's own priority). The rounds rotate
+/proc/stat (the file system's journal thread if it has one, I/O completions and discards of
+freed blocks included: work done at normal priority whatever the writer's own priority). The rounds rotate
 the order; medians. The last line is one JSON object with each scheme's machine CPU and the
 ratio ``files / scheme``.
 """

@@ -31,7 +31,7 @@ Besides wall clock, the shards report the checkpoint work they do:
   the serving threads wait for a core or for the GIL that a background thread holds;
 * ``busy_cores``: machine-wide busy cores during the blocks (from /proc/stat, 2 = saturated);
   ``machine_cpu_ms_per_it``: CPU of the whole machine per iteration (every process, and the
-  kernel's own threads: journal commits, I/O completions), ``kernel_cpu_ms_per_it`` its
+  kernel's own threads: write-back, I/O completions), ``kernel_cpu_ms_per_it`` its
   system/irq/softirq part.
 
 The shards' background checkpoint threads run at idle CPU priority (``--save-priority idle``,
@@ -94,7 +94,7 @@ STATS = (
 
 def cpu_ticks() -> tuple[int, int, int] | None:
     """(busy, kernel, total) jiffies of the whole machine, or None off Linux; kernel: system,
-    irq and softirq time (fsyncs' journal commits and I/O completions land there)."""
+    irq and softirq time (fsyncs' flushes and I/O completions land there)."""
     try:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:]]
@@ -231,7 +231,7 @@ def discard(cluster, trainers: dict[str, Trainer]) -> None:
 
 def machine_ms(blocks: list[dict], key: str = "busy") -> float | None:
     """CPU of the whole machine per iteration (every process and the kernel's threads: the
-    journal commits and I/O completions of fsyncs included), median over blocks; ``kernel``:
+    flushes and I/O completions of fsyncs included), median over blocks; ``kernel``:
     its system, irq and softirq part."""
     cpu = [b[key] * b["wall"] for b in blocks if b[key] is not None]
     return round(1000 * statistics.median(cpu), 1) if cpu else None
