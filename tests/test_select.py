@@ -405,3 +405,43 @@ def test_gather_saving_refuses_rows_outside_the_table_and_writes_nothing():
         with pytest.raises(IndexError, match="out of bounds for a table of 10 rows"):
             select.gather_saving(live, np.array(bad, np.int64), saved)
         assert not saved.any()
+
+
+ROW_KERNELS = ("_take_changed", "_take_set", "_norms_kernel", "_fill_merge", "_gather_saving")
+
+
+@pytest.mark.parametrize("width", [1, 4])
+def test_warm_up_rows_compiles_every_kernel_a_shards_save_runs(width):
+    """A shard calls ``warm_up_rows`` for each table before it serves: in a fresh process, a
+    save's selection (fewer changed rows than the quota, then more) and snapshot afterwards
+    compile no kernel that it did not."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json
+import numpy as np
+from scar import select
+names = {ROW_KERNELS!r}
+def sigs():
+    return [len(getattr(select, n).signatures) for n in names]
+select.warm_up_rows(np.float32, {width})
+after = sigs()
+rng = np.random.default_rng(0)
+live = rng.standard_normal((5000, {width})).astype(np.float32)
+saved = live.copy()
+saved[:300] += 1
+for k in (1000, 100):  # quota above, then below, the changed rows
+    mask = np.ones(5000, bool)
+    chosen, _ = select.take_top_changed(mask, live, saved, k)
+    select.gather_saving(live, chosen, saved.copy())
+print(json.dumps([after, sigs()]))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    after, later = json.loads(run.stdout)
+    assert later == after
+    assert after[ROW_KERNELS.index("_fill_merge")] == 1
+    assert after[ROW_KERNELS.index("_gather_saving")] == 1
+    scan = "_take_changed" if width == 1 else "_take_set"
+    assert after[ROW_KERNELS.index(scan)] == 1

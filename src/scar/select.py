@@ -47,13 +47,17 @@ from numba.core import types
 from numba.extending import intrinsic
 
 __all__ = [
+    "gather_saving",
     "row_change_norms",
     "select_top_changed",
     "select_top_changed_among",
     "single_threaded",
+    "take_set",
+    "take_top_changed",
     "top_k",
     "top_k_sparse",
     "warm_up",
+    "warm_up_rows",
 ]
 
 _SMALL_N = 1 << 16  # below this many scores, top_k uses np.partition
@@ -400,6 +404,18 @@ def warm_up(dtype) -> None:
     top_k(scores, _SMALL_N // 3)
     scores[0] = -1.0  # a negative score: the full key transform
     top_k(scores, _SMALL_N // 3)
+
+
+def warm_up_rows(dtype, width: int) -> None:
+    """Compile, or load from numba's cache, the kernels a shard's priority save runs on a
+    table of ``dtype`` rows of ``width`` columns besides the radix ones (``warm_up``): its
+    dirty-mask scan (with the changes' scores for one column, the gathered norms for more),
+    the filling of a quota larger than the changed rows, and the snapshot."""
+    live = np.zeros((9, width), dtype)
+    saved = live.copy()
+    saved[0] = 1  # one changed row, a quota of 2: the rest of it filled with unchanged rows
+    take_top_changed(np.ones(9, bool), live, saved, 2)
+    gather_saving(live, np.arange(2, dtype=np.int64), saved)
 
 
 def select_top_changed(live: np.ndarray, saved: np.ndarray, k: int) -> np.ndarray:

@@ -211,17 +211,14 @@ class ShardServer:
         (``scar.store.index.compiled``), not only the large ones. The selection's radix
         kernels are compiled here too if numba's cache does not hold them yet (the first run
         of an installation: seconds, which its first priority save would otherwise wait)."""
-        from ..select import single_threaded, take_top_changed, warm_up
+        from ..select import single_threaded, warm_up, warm_up_rows
         from ..store.index import load_kernels
 
         load_kernels()
         with single_threaded():
-            for live in self.state.values():
-                if n := min(9, live.shape[0]):
-                    mask = np.ones(n, bool)
-                    take_top_changed(mask, live[:n], np.zeros_like(live[:n]), 1)
-            for dtype in {live.dtype for live in self.state.values()}:  # the scores' dtype
-                warm_up(dtype)
+            for dtype, width in {(t.dtype, t.shape[1]) for t in self.state.values()}:
+                warm_up_rows(dtype, width)
+                warm_up(dtype)  # the scores' dtype: the table's (live and saved share it)
 
     # -- serving --------------------------------------------------------------------------
     def pid(self) -> int:
