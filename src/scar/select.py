@@ -4,6 +4,11 @@
 parallel numba pass over both matrices (no full-size temporary; squares summed in float64; the
 result is float32 only if both inputs are).  ``select_top_changed`` = ``top_k`` of those norms.
 
+A parameter-server shard knows which rows its updates touched: ``take_top_changed(mask,
+live, saved, k)`` gives the same rows as ``select_top_changed`` reading only the rows set in a
+dirty mask (one compiled pass for one-column tables), and ``gather_saving`` snapshots the
+chosen rows and records them as saved in one pass.
+
 ``top_k(scores, k)`` returns the int64 ids of the ``k`` rows with the largest scores, sorted
 ascending.  It is exact: the same set as the first ``k`` rows of a stable sort by
 ``(-score, row id)``.
