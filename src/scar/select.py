@@ -469,10 +469,26 @@ def _fill_merge(taken, out):
             need -= 1
 
 
+@njit(inline="always", **_OPTS)
+def _take_row(r, live, saved, ids, scores, score, m):
+    """Row ``r`` taken from the mask: kept (``ids[m]``; with ``score``, only if its change
+    ``|live[r, 0] - saved[r, 0]|`` is nonzero, NaN included, into ``scores[m]``). New ``m``."""
+    if not score:
+        ids[m] = r
+        return m + 1
+    d = abs(np.float64(live[r, 0]) - np.float64(saved[r, 0]))  # as _norms_kernel: exact
+    if d == 0:
+        return m
+    ids[m] = r
+    scores[m] = d
+    return m + 1
+
+
 @njit(**_OPTS)
-def _take_set(mask, words, out):
-    """Write the positions of the set bytes of ``mask`` (0/1 bytes; ``words``: its whole
-    8-byte words, as uint64s) to ``out`` in order, zeroing them; whole zero words skipped."""
+def _scan(mask, words, live, saved, ids, scores, score):
+    """Take the set bytes of ``mask`` (0/1 bytes; ``words``: its whole 8-byte words, as
+    uint64s) in order, zeroing them, whole zero words skipped; each row taken goes through
+    ``_take_row``. The number of rows kept."""
     m = 0
     for i in range(words.size):
         w = words[i]
@@ -481,14 +497,21 @@ def _take_set(mask, words, out):
         words[i] = 0
         base = i * 8
         while w != 0:  # one bit per set byte (its lowest): the byte is ctz / 8
-            out[m] = base + np.int64(_ctz(w) >> 3)
-            m += 1
+            m = _take_row(base + np.int64(_ctz(w) >> 3), live, saved, ids, scores, score, m)
             w &= w - np.uint64(1)
     for r in range(words.size * 8, mask.size):
         if mask[r]:
             mask[r] = 0
-            out[m] = r
-            m += 1
+            m = _take_row(r, live, saved, ids, scores, score, m)
+    return m
+
+
+_NO_TABLE = np.zeros((0, 1), np.float32)  # what take_set passes _scan for the tables
+
+
+def _words(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    raw = mask.view(np.uint8)
+    return raw, raw[: raw.size // 8 * 8].view(np.uint64)
 
 
 def take_set(mask: np.ndarray) -> np.ndarray:
@@ -498,40 +521,8 @@ def take_set(mask: np.ndarray) -> np.ndarray:
     if mask.dtype != np.bool_ or mask.ndim != 1 or not mask.flags.c_contiguous:
         raise ValueError("mask must be a C-contiguous 1-D bool array")
     out = np.empty(int(np.count_nonzero(mask)), np.int64)
-    raw = mask.view(np.uint8)
-    _take_set(raw, raw[: raw.size // 8 * 8].view(np.uint64), out)
+    _scan(*_words(mask), _NO_TABLE, _NO_TABLE, out, _NO_TABLE[:, 0], False)
     return out
-
-
-@njit(**_OPTS)
-def _take_changed(mask, words, live, saved, ids, scores):
-    """``_take_set`` that keeps, of the rows it takes, those whose change ``|live[r, 0] -
-    saved[r, 0]|`` (one column: the L2 norm, exact, as ``_norms_kernel`` computes it) is
-    nonzero, NaN included: their ids and changes into ``ids`` / ``scores``. Their count."""
-    m = 0
-    for i in range(words.size):
-        w = words[i]
-        if w == 0:
-            continue
-        words[i] = 0
-        base = i * 8
-        while w != 0:
-            r = base + np.int64(_ctz(w) >> 3)
-            w &= w - np.uint64(1)
-            d = abs(np.float64(live[r, 0]) - np.float64(saved[r, 0]))
-            if not d == 0:  # NaN too
-                ids[m] = r
-                scores[m] = d
-                m += 1
-    for r in range(words.size * 8, mask.size):
-        if mask[r]:
-            mask[r] = 0
-            d = abs(np.float64(live[r, 0]) - np.float64(saved[r, 0]))
-            if not d == 0:
-                ids[m] = r
-                scores[m] = d
-                m += 1
-    return m
 
 
 def _changed_among(live, saved, rows) -> tuple[np.ndarray, np.ndarray]:
@@ -597,8 +588,7 @@ def take_top_changed(
         count = int(np.count_nonzero(mask))
         ids = np.empty(count, np.int64)
         scores = np.empty(count, np.result_type(live.dtype, saved.dtype))
-        raw = mask.view(np.uint8)
-        m = _take_changed(raw, raw[: raw.size // 8 * 8].view(np.uint64), live, saved, ids, scores)
+        m = _scan(*_words(mask), live, saved, ids, scores, True)
         ids, scores = ids[:m], scores[:m]
     else:
         rows = take_set(mask)
