@@ -3,6 +3,7 @@ locking, async writes, compaction, retention, clean-up, compression, partial rea
 and clear errors (the store contract shared with the in-memory store: test_store_contract.py)."""
 
 import os
+import time
 import warnings
 
 import numpy as np
@@ -115,20 +116,48 @@ def with_ones_saved(url: str, async_writes: bool) -> DurableStore:
     return s
 
 
-def test_a_background_failure_surfaces_on_the_next_call(url):
+@pytest.mark.parametrize("known", ["before the next save", "during it", "at the next wait"])
+def test_a_background_failure_surfaces_on_the_next_call(url, known):
+    """A background write fails; the next call raises it, whether the writer has failed by
+    the time the next save is called, or while that save is being made (it raises there),
+    or only after (the save is queued behind the failed write, dropped with it, and the
+    wait raises). Each way the failed versions' numbers are used again: none was
+    committed."""
+    import threading
+
     s = with_ones_saved(url, async_writes=True)
     real = s.backend.publish
+    go = threading.Event()
 
     def broken(files, rel, data):
+        go.wait(10)
         raise StoreError("disk full")
 
     s.backend.publish = broken
     s.save(1, {"a": (np.array([1]), np.full((1, 3), 5, np.float32))})  # returns: written later
-    s.save(2, {"a": (np.array([2]), np.full((1, 3), 6, np.float32))})
-    with pytest.raises(
-        StoreError, match="background write of checkpoint version 1 failed: disk full"
-    ):
-        s.wait()
+    error = "background write of checkpoint version 1 failed: disk full"
+
+    def fail_now():
+        go.set()
+        deadline = time.monotonic() + 10
+        while not s._writer.failed and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    if known == "before the next save":
+        fail_now()
+        with pytest.raises(StoreError, match=error):
+            s.save(2, {"a": (np.array([2]), np.full((1, 3), 6, np.float32))})
+    elif known == "during it":  # after the save's first check, before its job is queued
+        check_rows = s._check_rows
+        s._check_rows = lambda rows: fail_now() or check_rows(rows)
+        with pytest.raises(StoreError, match=error):
+            s.save(2, {"a": (np.array([2]), np.full((1, 3), 6, np.float32))})
+        del s._check_rows
+    else:
+        s.save(2, {"a": (np.array([2]), np.full((1, 3), 6, np.float32))})
+        go.set()
+        with pytest.raises(StoreError, match=error):
+            s.wait()
     s.backend.publish = real
     s.wait()  # reported once
     r = s.save(3, {"a": (np.array([3]), np.full((1, 3), 7, np.float32))})

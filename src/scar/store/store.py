@@ -164,7 +164,11 @@ class DurableStore(Committing, Reading, CheckpointStore):
         result = SaveResult(job.version, job.iteration, job.rows, job.value_bytes, stored)
         self._next_version += 1
         if self._writer is not None:
-            self._writer.submit(job)
+            try:  # a write that failed since the check above is raised here, as by it
+                self._surface(lambda: self._writer.submit(job))
+            except BaseException:
+                self._release(job)  # not queued: its snapshot buffers go back to the pool
+                raise
         else:
             try:
                 self._write(job)
