@@ -21,8 +21,8 @@ shard, float32 values and a row bitmap) and a ``--manifest-kb`` manifest (3 KB),
 
 Measured per version: wall time, CPU of this process, and CPU of the whole machine from
 /proc/stat (the file system's journal thread if it has one, I/O completions and discards of
-freed blocks included: work done at normal priority whatever the writer's own priority). The rounds rotate
-the order; medians. The last line is one JSON object with each scheme's machine CPU and the
+freed blocks included: work done at normal priority whatever the writer's own priority). The
+rounds rotate the order; medians. The last line is one JSON object with each scheme's machine CPU and the
 ratio ``files / scheme``.
 """
 
@@ -64,7 +64,7 @@ def write_new(path: str, data: bytes, sync: bool) -> None:
         os.close(fd)
 
 
-def write_open(path: str, data: bytes, early: bool = True) -> int:
+def write_open(path: str, data: bytes, early: bool) -> int:
     """A new file with ``data`` (``early``: its write-back started, not waited for); its open
     descriptor."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

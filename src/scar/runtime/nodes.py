@@ -59,8 +59,9 @@ class TrackedPriority(PriorityPolicy):
     per-table mask, set for every row an update touches (``touch``) and, after each save, left
     set only for the rows whose change is still nonzero (not chosen, or NaN). Every row outside
     the mask has ``live == saved``, a change of 0, so ``take_top_changed`` gives the same rows
-    as ``select_top_changed`` over the whole table (tests/test_select.py). Sparse LR touches a few % of its rows per iteration: a save reads ~``2 * interval`` iterations'
-    worth of rows, not the table. Anything that rewrites rows behind the policy's back (a
+    as ``select_top_changed`` over the whole table (tests/test_select.py). Sparse LR touches
+    a few % of its rows per iteration: a save reads ~``2 * interval`` iterations' worth of
+    rows, not the table. Anything that rewrites rows behind the policy's back (a
     restore, a rollback) calls ``touch_all``.
     """
 

@@ -39,7 +39,7 @@ PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger th
 # more CPU (a 32768-row sparse version: benchmarks/store_small_versions.py, large mode).
 LARGE_BATCH = 4 << 20
 KEEP_OPEN = 32  # a small batch of at most this many files keeps them open from write to fsync
-WRITE_BYTES = 64 << 20  # one write() call; write-back of each piece starts as it is written
+WRITE_BYTES = 64 << 20  # one write() call; a file's write-back starts every this many bytes
 SYNC_FILE_RANGE_WRITE = 2
 
 
