@@ -32,6 +32,8 @@ BAD = [
     (["--kill-at", "500", "--iterations", "10"], "--kill-at"),
     (["--kill-shards", "5", "--shards", "4", "--kill-at", "3"], "--kill-shards"),
     (["--kill-at", "3", "--kill-every", "5"], "--kill-every"),
+    (["--kill-shards", "2"], "--kill-shards"),
+    (["--kill-shards", "2", "--kill-every", "5"], "--kill-shards"),
     (["--kill-every", "0"], "--kill-every"),
     (["--shards", "two"], "--shards"),
     (["--lr", "-1"], "--lr"),

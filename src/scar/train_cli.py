@@ -47,9 +47,7 @@ from .runtime.config import TRAIN_MODELS
 @click.option(
     "--kill-at", type=int, default=None, help="Kill --kill-shards shards after this iteration."
 )
-@click.option(
-    "--kill-shards", type=int, default=1, show_default=True, help="Shards killed at --kill-at."
-)
+@click.option("--kill-shards", type=int, default=None, help="Shards killed at --kill-at [1].")
 @click.option("--kill-every", type=int, default=None, help="Kill one shard every N iterations.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (data, kills, policy).")
 @click.option(
@@ -107,6 +105,12 @@ def train(
     if synth and kw["model"] != "sparse-lr":
         raise ConfigError(
             f"--{next(iter(synth)).replace('_', '-')} is a criteo-synth size: use it with --model sparse-lr"
+        )
+    if kw["kill_shards"] is None:
+        kw["kill_shards"] = 1
+    elif kw["kill_at"] is None:  # else silently ignored: a run without the kill asked for
+        raise ConfigError(
+            "--kill-shards goes with --kill-at (--kill-every kills one shard at a time)"
         )
     if dataset is None:
         dataset = TRAIN_MODELS.get(kw["model"], ("digits",))[0]
