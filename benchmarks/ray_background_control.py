@@ -9,7 +9,9 @@ one of two ways:
 
 * ``cache``: sorting a 20000-element array over and over (stays in the core's caches);
 * ``memory``: adding 1 to a 16 MB array over and over (streams through memory, as a
-  checkpoint's gathers, copies and index updates do).
+  checkpoint's gathers, copies and index updates do);
+* ``python``: pure Python arithmetic (in cache, but holding the GIL, as the store writer's
+  bookkeeping does: a request the shard serves meanwhile waits for the GIL).
 
 The overhead of each over the same run with the burns paused is measured as ray_overhead.py
 measures a checkpoint's (blocks with the saves on and paused on the same processes, ratio of
@@ -46,7 +48,7 @@ spec = importlib.util.spec_from_file_location("ray_overhead", os.path.join(HERE,
 ro = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ro)
 
-KINDS = ("cache", "memory")
+KINDS = ("cache", "memory", "python")
 
 
 class BurningShard(ShardServer):
@@ -64,6 +66,11 @@ class BurningShard(ShardServer):
             a = np.random.default_rng(iteration).standard_normal(20000)
             while time.thread_time() < end:
                 np.sort(a)
+        elif kind == "python":
+            while time.thread_time() < end:
+                x = 0
+                for i in range(200):
+                    x += i * i
         else:
             big = getattr(self, "_big", None)
             if big is None:
@@ -88,6 +95,7 @@ def main() -> None:
     ap.add_argument("--burn-ms", type=float, default=4.0, help="CPU ms per save and shard")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--block", type=int, default=32)
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     ro.add_problem_args(ap)
     a = ap.parse_args()
     a.save_priority = "idle"
@@ -101,7 +109,7 @@ def main() -> None:
     trainers: dict[str, Trainer] = {}
     try:
         split = build_split(ro.config("none", 1, a, work))
-        for kind in KINDS:
+        for kind in a.kinds:
             trainers[kind] = trainer(kind, a, split, cluster, f"{work}/{kind}")
         runs = ro.paired(trainers, a)
     finally:
@@ -109,7 +117,7 @@ def main() -> None:
         cluster.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     out = {"benchmark": "ray_background_control", "shards": a.shards, "burn_ms": a.burn_ms}
-    for kind in KINDS:
+    for kind in a.kinds:
         on, off = ro.on_off(runs[kind])
         out[f"overhead_pct_{kind}"], out[f"overhead_ci95_{kind}"] = ro.overhead(off, on)
         burned = np.median([b["save_thread_cpu"] for b in runs[kind][True]])
