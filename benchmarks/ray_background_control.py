@@ -11,7 +11,12 @@ one of two ways:
 * ``memory``: adding 1 to a 16 MB array over and over (streams through memory, as a
   checkpoint's gathers, copies and index updates do);
 * ``python``: pure Python arithmetic (in cache, but holding the GIL, as the store writer's
-  bookkeeping does: a request the shard serves meanwhile waits for the GIL).
+  bookkeeping does: a request the shard serves meanwhile waits for the GIL);
+* ``python_short``: the same, letting the GIL go every ~20 us (as the store's Python does at
+  each file operation and compiled loop);
+* ``python_process``: the same Python, in a helper process of each shard's own at idle
+  priority (the shard's save thread waits for it, not holding the GIL): what the GIL costs is
+  the difference to ``python``.
 
 The overhead of each over the same run with the burns paused is measured as ray_overhead.py
 measures a checkpoint's (blocks with the saves on and paused on the same processes, ratio of
@@ -35,6 +40,7 @@ import argparse
 import importlib.util
 import json
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -48,7 +54,24 @@ spec = importlib.util.spec_from_file_location("ray_overhead", os.path.join(HERE,
 ro = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ro)
 
-KINDS = ("cache", "memory", "python")
+KINDS = ("cache", "memory", "python", "python_short", "python_process")
+
+
+# The python_process burn: the same Python loop in a process of the shard's own, at idle
+# priority, one burn per line read (milliseconds), its CPU seconds written back.
+HELPER = """
+import os, sys, time
+os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+for line in sys.stdin:
+    c0 = time.thread_time()
+    end = c0 + float(line) / 1000
+    while time.thread_time() < end:
+        x = 0
+        for i in range(200):
+            x += i * i
+    sys.stdout.write(f"{time.thread_time() - c0}\\n")
+    sys.stdout.flush()
+"""
 
 
 class BurningShard(ShardServer):
@@ -66,11 +89,22 @@ class BurningShard(ShardServer):
             a = np.random.default_rng(iteration).standard_normal(20000)
             while time.thread_time() < end:
                 np.sort(a)
-        elif kind == "python":
+        elif kind in ("python", "python_short"):
             while time.thread_time() < end:
                 x = 0
                 for i in range(200):
                     x += i * i
+                if kind == "python_short":
+                    time.sleep(0)  # lets the GIL go every ~20 us, as a call into C that blocks
+        elif kind == "python_process":
+            helper = getattr(self, "_helper", None)
+            if helper is None:  # ends when the shard does: its stdin closes
+                helper = self._helper = subprocess.Popen(
+                    [sys.executable, "-c", HELPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                )
+            helper.stdin.write(f"{ms}\n".encode())
+            helper.stdin.flush()
+            self._saver.cpu_seconds += float(helper.stdout.readline())  # the helper's CPU
         else:
             big = getattr(self, "_big", None)
             if big is None:

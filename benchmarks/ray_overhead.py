@@ -39,11 +39,13 @@ the default of ``scar train``): they use the cores the workers leave idle. Compa
 ``--save-priority normal``. Ray starts its worker processes at nice 15: any other busy process
 on the machine starves the run; trust the overheads only on an otherwise idle machine.
 
-``--attribute`` adds two more runs of priority: with fsync off
-(``overhead_pct_priority_nofsync``) and with each shard's store in fsspec's in-memory file
-system (``overhead_pct_priority_memory``: no files, no kernel I/O; the store's own CPU -
-checksums, row bitmaps, the live-set index, manifests, compaction - and the selection stay).
-What they save against ``priority`` is what the store's file system work costs the run.
+``--attribute [nofsync memory normal]`` adds more runs of priority, paired with the others (no
+names: all three): with fsync off (``overhead_pct_priority_nofsync``) and with each shard's
+store in fsspec's in-memory file system (``overhead_pct_priority_memory``: no files, no kernel
+I/O; the store's own CPU - checksums, row bitmaps, the live-set index, manifests, compaction -
+and the selection stay); what they save against ``priority`` is what the store's file system
+work costs the run. ``normal`` (``overhead_pct_priority_normal``): the shards' background
+checkpoint threads at normal CPU priority instead of idle.
 
 ``--period`` takes several checkpoint periods C (default 16: a priority save every 2nd
 iteration by each shard, a full one every 16th); each is measured in runs of its own, with
@@ -53,7 +55,7 @@ whose worst priority overhead is under the target (the overhead is about the che
 per save times the saves per iteration: 8 / C per shard).
 
     .venv/bin/python benchmarks/ray_overhead.py [--rounds 24] [--period 16 [32 64 ...]]
-        [--block B] [--save-priority idle] [--shards 1 2 4] [--attribute]
+        [--block B] [--save-priority idle] [--shards 1 2 4] [--attribute [NAME ...]]
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ TARGET_PCT = 3.0
 CONFIGS = ("full", "priority")
 # --attribute: the priority run again with its store's file system work taken away, to tell
 # what the fsyncs and the files cost from what the selection and the store's own CPU cost
-ATTRIBUTION = ("priority_nofsync", "priority_memory")
+ATTRIBUTION = ("priority_nofsync", "priority_memory", "priority_normal")
 STATS = (
     "process_cpu_seconds",
     "save_thread_cpu_seconds",
@@ -164,7 +166,7 @@ def config(name: str, shards: int, a, store: str) -> TrainConfig:
         async_writes=True,
         fsync=name != "priority_nofsync",
         eval_every=10**9,
-        save_priority=a.save_priority,
+        save_priority="normal" if name == "priority_normal" else a.save_priority,
         hyper={"batch_size": 8192},
         synth={"examples": a.examples, "hash_bits": a.hash_bits},
     ).validate()
@@ -240,7 +242,7 @@ def machine_ms(blocks: list[dict], key: str = "busy") -> float | None:
 def measure(cluster, split, shards: int, a, work: str) -> dict:
     trainers = {}
     try:
-        for name in CONFIGS + (ATTRIBUTION if a.attribute else ()):
+        for name in CONFIGS + tuple(f"priority_{v}" for v in a.attribute or ()):
             cfg = config(name, shards, a, f"{work}/{a.period}-{shards}-{name}")
             trainers[name] = Trainer(cfg, split, cluster, cfg.store)
         runs = paired(trainers, a)
@@ -289,10 +291,14 @@ def main() -> None:
     ap.add_argument("--save-priority", choices=PRIORITIES, default="idle")
     ap.add_argument(
         "--attribute",
-        action="store_true",
-        help="also run priority with fsync off and with an in-memory store (memory://)",
+        nargs="*",
+        choices=[n.removeprefix("priority_") for n in ATTRIBUTION],
+        help="also run priority with fsync off, with an in-memory store (memory://), with "
+        "the shards' background checkpoint threads at normal CPU priority (no names: all)",
     )
     a = ap.parse_args()
+    if a.attribute == []:
+        a.attribute = [n.removeprefix("priority_") for n in ATTRIBUTION]
     if min(a.period) < 1 or a.rounds < 2 or (a.block is not None and a.block < 1):
         ap.error("--period and --block must be >= 1, --rounds >= 2")
     blocks = {p: a.block or max(32, p) for p in a.period}
