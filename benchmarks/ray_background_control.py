@@ -1,11 +1,12 @@
 # ruff: noqa: E402  (imports follow the sys.path fix below)
 """A control for ray_overhead.py: what background work costs the iterations of the sparse LR
 run on this machine when that work is as harmless as it can be - at idle CPU priority, holding
-no lock the serving thread needs (numpy releases the GIL), never on the critical path.
+no lock the serving thread needs (numpy releases the GIL), never on the critical path - and
+what it costs when it holds the GIL, or runs in a process of its own.
 
 The shards checkpoint nothing here. Instead, at the iterations a priority(1/8) shard saves
 (every 2nd at ``--period 16``), each shard's save thread burns ``--burn-ms`` of CPU time, in
-one of two ways:
+one of these ways (``--kinds`` picks; default: all):
 
 * ``cache``: sorting a 20000-element array over and over (stays in the core's caches);
 * ``memory``: adding 1 to a 16 MB array over and over (streams through memory, as a
