@@ -122,6 +122,7 @@ def test_train_writes_the_documented_json(tmp_path):
     assert f["perturbation_norm"] > 0
     t = d["totals"]
     assert {"wall_seconds", "checkpoint_seconds", "recovery_seconds"} <= set(t)
+    assert t["background_checkpoint_cpu_seconds"] > 0  # async writes (the default)
     assert t["checkpoint_bytes"] == 4 * 65 * 10 * 4  # periodic saves at 5, 10, 15, 20
     assert t["committed_iteration"] == 20
 
@@ -192,3 +193,6 @@ def test_mf_and_lda_train_the_same_on_both_runtimes_through_a_kill(ray_cluster, 
         assert f["perturbation_norm"] > 0
     assert a["failures"][0]["shards"] == b["failures"][0]["shards"]
     assert b["config"]["runtime"] == "ray" and b["totals"]["committed_iteration"] == 10
+    # synchronous writes: no background work, the saves are in checkpoint_seconds
+    assert a["totals"]["background_checkpoint_cpu_seconds"] == 0.0
+    assert b["totals"]["background_checkpoint_cpu_seconds"] == 0.0

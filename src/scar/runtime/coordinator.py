@@ -42,6 +42,12 @@ from .split import Layout, Split
 KEEP_STATES = 6  # worker-state snapshots kept for full rollbacks (the stores keep 3 versions)
 
 
+def background_cpu(stats: dict) -> float:
+    """CPU seconds of a shard's background checkpoint work: its save thread's and its store
+    writer's (0 with synchronous writes, whose work is in ``checkpoint_seconds``)."""
+    return stats["save_thread_cpu_seconds"] + stats["store_writer_cpu_seconds"]
+
+
 class RuntimeFailure(ScarError):
     """The run cannot go on (a worker died, recovery failed)."""
 
@@ -95,6 +101,7 @@ class Trainer:
         self.failures: list[Failure] = []
         self.checkpoint_seconds = 0.0
         self.checkpoint_bytes = 0
+        self._lost_background_cpu = 0.0  # of shards killed (taken just before the kill)
         self._killed_at: float | None = None
         self._before: tuple[int, dict[str, np.ndarray]] | None = None
         # worker-side state at every iteration the shards checkpoint (futures; see _snapshot)
@@ -268,7 +275,10 @@ class Trainer:
         self._ask(self.shards, "set_checkpointing", self.checkpointing)
 
     def kill(self, shards: list[int]) -> None:
-        """Kill shard nodes for real (SIGKILL on Ray); the next call notices."""
+        """Kill shard nodes for real (SIGKILL on Ray); the next call notices. Their background
+        checkpoint CPU so far is asked for first, so that the run's total keeps it."""
+        stats, _ = self._ask([self.shards[k] for k in shards], "stats")
+        self._lost_background_cpu += sum(background_cpu(st) for st in stats if st is not None)
         self._killed_at = time.perf_counter()
         for k in shards:
             self.cluster.kill(self.shards[k])
@@ -360,9 +370,11 @@ class Trainer:
                 progress(it, cfg.iterations)
         committed = self.close()
         wall = time.perf_counter() - t0
-        return self.result(wall, committed)
+        stats, _ = self._ask(self.shards, "stats")
+        cpu = self._lost_background_cpu + sum(background_cpu(st) for st in stats if st is not None)
+        return self.result(wall, committed, cpu)
 
-    def result(self, wall: float, committed: list[int]) -> dict[str, Any]:
+    def result(self, wall: float, committed: list[int], background_cpu: float = 0.0) -> dict:
         its, objs = zip(*self.trajectory, strict=True)
         return {
             "config": asdict(self.cfg),
@@ -377,6 +389,7 @@ class Trainer:
                 "wall_seconds": wall,
                 "checkpoint_seconds": self.checkpoint_seconds,
                 "checkpoint_bytes": self.checkpoint_bytes,
+                "background_checkpoint_cpu_seconds": background_cpu,
                 "recovery_seconds": sum(
                     f.detection_seconds + f.restore_seconds for f in self.failures
                 ),
