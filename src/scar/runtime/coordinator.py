@@ -374,7 +374,9 @@ class Trainer:
         cpu = self._lost_background_cpu + sum(background_cpu(st) for st in stats if st is not None)
         return self.result(wall, committed, cpu)
 
-    def result(self, wall: float, committed: list[int], background_cpu: float = 0.0) -> dict:
+    def result(
+        self, wall: float, committed: list[int], background_cpu_seconds: float = 0.0
+    ) -> dict[str, Any]:
         its, objs = zip(*self.trajectory, strict=True)
         return {
             "config": asdict(self.cfg),
@@ -389,7 +391,7 @@ class Trainer:
                 "wall_seconds": wall,
                 "checkpoint_seconds": self.checkpoint_seconds,
                 "checkpoint_bytes": self.checkpoint_bytes,
-                "background_checkpoint_cpu_seconds": background_cpu,
+                "background_checkpoint_cpu_seconds": background_cpu_seconds,
                 "recovery_seconds": sum(
                     f.detection_seconds + f.restore_seconds for f in self.failures
                 ),
