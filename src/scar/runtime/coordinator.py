@@ -42,12 +42,6 @@ from .split import Layout, Split
 KEEP_STATES = 6  # worker-state snapshots kept for full rollbacks (the stores keep 3 versions)
 
 
-def background_cpu(stats: dict) -> float:
-    """CPU seconds of a shard's background checkpoint work: its save thread's and its store
-    writer's (0 with synchronous writes, whose work is in ``checkpoint_seconds``)."""
-    return stats["save_thread_cpu_seconds"] + stats["store_writer_cpu_seconds"]
-
-
 class RuntimeFailure(ScarError):
     """The run cannot go on (a worker died, recovery failed)."""
 
@@ -277,8 +271,7 @@ class Trainer:
     def kill(self, shards: list[int]) -> None:
         """Kill shard nodes for real (SIGKILL on Ray); the next call notices. Their background
         checkpoint CPU so far is asked for first, so that the run's total keeps it."""
-        stats, _ = self._ask([self.shards[k] for k in shards], "stats")
-        self._lost_background_cpu += sum(background_cpu(st) for st in stats if st is not None)
+        self._lost_background_cpu += self._background_cpu([self.shards[k] for k in shards])
         self._killed_at = time.perf_counter()
         for k in shards:
             self.cluster.kill(self.shards[k])
@@ -370,9 +363,19 @@ class Trainer:
                 progress(it, cfg.iterations)
         committed = self.close()
         wall = time.perf_counter() - t0
-        stats, _ = self._ask(self.shards, "stats")
-        cpu = self._lost_background_cpu + sum(background_cpu(st) for st in stats if st is not None)
+        cpu = self._lost_background_cpu + self._background_cpu(self.shards)
         return self.result(wall, committed, cpu)
+
+    def _background_cpu(self, handles: list[Handle]) -> float:
+        """CPU seconds of these shards' background checkpoint work so far: their save threads'
+        and store writers' (0 with synchronous writes, whose work is in
+        ``checkpoint_seconds``)."""
+        stats, _ = self._ask(handles, "stats")
+        return sum(
+            st["save_thread_cpu_seconds"] + st["store_writer_cpu_seconds"]
+            for st in stats
+            if st is not None
+        )
 
     def result(
         self, wall: float, committed: list[int], background_cpu_seconds: float = 0.0
