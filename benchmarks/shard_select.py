@@ -18,6 +18,12 @@ from the live one on ``--touched`` random rows (about what two sparse-LR iterati
 one of 4 shards), all of them set in the mask; ``k = fraction * rows``. Only the selection
 and snapshot are timed (one core, as a shard runs them). The rounds alternate the order;
 the last line is one JSON object with each width's median times and ``gathered / fused``.
+
+When more rows changed than the save takes (``--choice-touched``, default 40000 > k: denser
+updates than sparse LR's), the choice among them is a radix selection compiled in one
+kernel (``choice``: digits of the scores' bits, one pass to emit the chosen and the rows
+left); it is timed against the numpy choice it replaced (``np.partition`` around the k-th
+score, then masks: ``choice_numpy``), on the same scores, outputs checked equal.
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 import numpy as np  # noqa: E402
 
 from scar.select import (  # noqa: E402
+    _choose_top,
     gather_saving,
     select_top_changed_among,
     single_threaded,
     take_set,
     take_top_changed,
+    top_k,
 )
 
 
@@ -58,6 +66,45 @@ def gathered(mask, live, saved, k):
 WAYS = {"fused": fused, "gathered": gathered}
 
 
+def choice_numpy(ids, scores, k):
+    """The choice ``_choose`` made before its kernel: top_k's positions (np.partition below
+    65536 scores), then the rows left and the NaN ones by boolean masks."""
+    pos = top_k(scores, k)
+    left = np.ones(ids.size, bool)
+    left[pos] = False
+    return ids[pos], ids[left | np.isnan(scores)]
+
+
+def choice_row(a, k: int, rng) -> dict:
+    """The choice among ``--choice-touched`` changed rows: the kernel vs numpy's."""
+    ids = np.sort(rng.choice(a.rows, a.choice_touched, replace=False)).astype(np.int64)
+    scores = np.abs(rng.standard_normal(ids.size)).astype(np.float32)
+    take = min(k, ids.size)
+    ways = {"choice": lambda: _choose_top(ids, scores, take),
+            "choice_numpy": lambda: choice_numpy(ids, scores, take)}  # fmt: skip
+    got = {n: w() for n, w in ways.items()}  # compiled (or loaded from numba's cache)
+    for x, y in zip(got["choice"], got["choice_numpy"], strict=True):
+        if not np.array_equal(x, y):
+            sys.exit("the two choices differ")
+    times: dict[str, list[float]] = {n: [] for n in ways}
+    for r in range(a.rounds):
+        for name in list(ways)[r % 2 :] + list(ways)[: r % 2]:
+            each = []
+            for _ in range(a.calls):
+                t0 = time.perf_counter()
+                ways[name]()
+                each.append(time.perf_counter() - t0)
+            times[name].append(statistics.median(each))
+    med = {n: statistics.median(t) for n, t in times.items()}
+    return {
+        "changed": int(ids.size),
+        "k": take,
+        "choice_ms": round(1000 * med["choice"], 4),
+        "choice_numpy_ms": round(1000 * med["choice_numpy"], 4),
+        "ratio": round(med["choice_numpy"] / med["choice"], 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=262144)
@@ -66,9 +113,12 @@ def main() -> None:
     ap.add_argument("--width", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--choice-touched", type=int, default=40000)
     a = ap.parse_args()
     if min(a.rows, a.calls, a.rounds, *a.width) < 1 or not 0 < a.touched <= a.rows:
         ap.error("need --rows, --calls, --rounds, --width >= 1 and 0 < --touched <= --rows")
+    if not 0 < a.choice_touched <= a.rows:
+        ap.error("--choice-touched must be in 1..--rows")
     if not 0 < a.fraction <= 1:
         ap.error("--fraction must be in (0, 1]")
     k = max(1, round(a.fraction * a.rows))
@@ -111,6 +161,8 @@ def main() -> None:
         }
         print(row, flush=True)
         results.append(row)
+    choice = choice_row(a, k, rng)
+    print(choice, flush=True)
     print(
         json.dumps(
             {
@@ -119,6 +171,7 @@ def main() -> None:
                 "touched": a.touched,
                 "k": k,
                 "results": results,
+                "choice": choice,
             }
         )
     )

@@ -373,6 +373,44 @@ def test_take_top_changed_is_the_selection_over_the_whole_table(n, width, dtypes
         np.testing.assert_array_equal(still, np.flatnonzero(left))
 
 
+def _choice_cases(rng, m, dtype):
+    """Changes of m changed rows that stress the radix choice: spread, heavy ties, keys equal
+    but for their last bits (settled digit by digit to the end), +inf with NaN (ranked as
+    equals), subnormals, all equal."""
+    yield rng.random(m).astype(dtype)
+    yield rng.integers(1, 4, m).astype(dtype)
+    one = np.array(1.0, dtype)
+    yield np.nextafter(one, dtype(2), dtype=dtype) + rng.integers(0, 5, m) * np.spacing(one)
+    mixed = rng.random(m).astype(dtype)
+    mixed[rng.random(m) < 0.1] = np.inf
+    mixed[rng.random(m) < 0.1] = np.nan
+    yield mixed
+    yield (rng.integers(1, 9, m) * np.finfo(dtype).smallest_subnormal).astype(dtype)
+    yield np.full(m, 0.25, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_choice_among_changed_rows_is_top_k_of_the_whole_table(dtype):
+    """The shards' compiled choice of the k largest changes among the changed rows (radix
+    digits over the scores' bits, one emitting pass) gives top_k's rows of the whole table,
+    ties to the smallest ids and NaN as +inf, and as still changed the rows not chosen and the
+    NaN ones, for every k from 1 to the number of changed rows."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    for m in (1, 2, 5, 300, 2100):
+        ids = np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64)
+        for scores in _choice_cases(rng, m, dtype):
+            dense = np.zeros(n, dtype)
+            dense[ids] = scores
+            order = ranking(dense)
+            for k in sorted({1, 2, m // 3, m // 2, m - 1, m} - {0}):
+                chosen, still = select._choose(ids, scores, k, n)
+                np.testing.assert_array_equal(chosen, reference(dense, k, order))
+                left = np.setdiff1d(ids, chosen)
+                expected = np.union1d(left, ids[np.isnan(scores)])
+                np.testing.assert_array_equal(still, expected, err_msg=f"m={m} k={k}")
+
+
 def test_take_top_changed_refuses_a_mask_that_is_not_one_flag_per_row():
     live = np.zeros((8, 1), np.float32)
     for bad in (np.zeros(7, bool), np.zeros(8, np.uint8), np.zeros(16, bool)[::2]):

@@ -415,10 +415,13 @@ def warm_up_rows(dtype, width: int) -> None:
     """Compile, or load from numba's cache, the kernels a shard's priority save runs on a
     table of ``dtype`` rows of ``width`` columns besides the radix ones (``warm_up``): its
     dirty-mask scan (with the changes' scores for one column, the gathered norms for more),
-    the filling of a quota larger than the changed rows, and the snapshot."""
+    the choice among more changed rows than the quota, the filling of a quota larger than
+    the changed rows, and the snapshot."""
     live = np.zeros((9, width), dtype)
     saved = live.copy()
     saved[0] = 1  # one changed row, a quota of 2: the rest of it filled with unchanged rows
+    take_top_changed(np.ones(9, bool), live, saved, 2)
+    saved[:3] = 1  # three changed rows, a quota of 2: the radix choice among them
     take_top_changed(np.ones(9, bool), live, saved, 2)
     gather_saving(live, np.arange(2, dtype=np.int64), saved)
 
@@ -537,6 +540,77 @@ def _changed_among(live, saved, rows) -> tuple[np.ndarray, np.ndarray]:
     return rows[nz], scores[nz]
 
 
+_CHOOSE_DIGIT = 11  # radix digit of _choose_kernel: a 2048-bin histogram stays in L1
+
+
+@njit(**_OPTS)
+def _choose_kernel(bits, ids, k, mag, inf, shift, chosen, still):
+    """The ``k`` (0 < k <= ids.size) largest of the non-negative or NaN scores whose IEEE bits
+    are ``bits`` (each row's ``ids[i]``, ascending): their ids into ``chosen`` (ascending),
+    the others' and the NaN rows' into ``still`` (ascending); returns how many ``still`` got.
+    The key of a score is ``min(bits & mag, inf)``: a non-negative float's bits keep its
+    order, a NaN counts as +inf (``top_k``'s rule). A radix selection from the top digit
+    (``shift``: the first digit's lowest bit) down, until the boundary digit's rows are taken
+    whole or the keys are settled to the last bit; ties at the boundary go to the first
+    rows, i.e. the smallest ids. One pass over the scores per digit, one to emit."""
+    m = bits.size
+    nb = 1 << _CHOOSE_DIGIT
+    dmask = _U(nb - 1)
+    hist = np.zeros(nb, np.int64)
+    prefix = pmask = _U(0)
+    r = k
+    s = _U(shift)
+    while True:
+        hist[:] = 0
+        for i in range(m):
+            key = min(_U(bits[i]) & mag, inf)
+            if key & pmask == prefix:
+                hist[(key >> s) & dmask] += 1
+        acc = 0
+        b = nb - 1
+        while acc + hist[b] < r:
+            acc += hist[b]
+            b -= 1
+        r -= acc
+        prefix |= _U(b) << s
+        pmask |= dmask << s
+        if hist[b] == r or s == 0:
+            break
+        s = s - _U(_CHOOSE_DIGIT) if s > _U(_CHOOSE_DIGIT) else _U(0)
+    nc = ns = ties = 0
+    for i in range(m):
+        raw = _U(bits[i]) & mag
+        top = min(raw, inf) & pmask
+        if top > prefix or (top == prefix and ties < r):
+            ties += top == prefix
+            chosen[nc] = ids[i]
+            nc += 1
+            if raw > inf:  # a NaN row stays NaN once saved
+                still[ns] = ids[i]
+                ns += 1
+        else:
+            still[ns] = ids[i]
+            ns += 1
+    return ns
+
+
+_KEYS = {  # per score width: (bits view, magnitude mask, +inf's bits, first digit's shift)
+    4: (np.uint32, _U(0x7FFFFFFF), _U(0x7F800000), 31 - _CHOOSE_DIGIT),
+    8: (np.uint64, _U(0x7FFFFFFFFFFFFFFF), _U(0x7FF0000000000000), 63 - _CHOOSE_DIGIT),
+}
+
+
+def _choose_top(ids, scores, k) -> tuple[np.ndarray, np.ndarray]:
+    """(the ids of the ``k`` largest ``scores``, ties to the smallest ids, NaN first; the ids
+    not chosen and the NaN ones), for 0 < k <= ids.size and scores >= 0 or NaN."""
+    scores = np.ascontiguousarray(scores)
+    view, mag, inf, shift = _KEYS[scores.dtype.itemsize]
+    chosen = np.empty(k, np.int64)
+    still = np.empty(ids.size, np.int64)
+    ns = _choose_kernel(scores.view(view), ids, k, mag, inf, shift, chosen, still)
+    return chosen, still[:ns]
+
+
 def _choose(ids, scores, k, n) -> tuple[np.ndarray, np.ndarray]:
     """``select_top_changed`` of a table whose only rows of nonzero change are ``ids``
     (ascending) with changes ``scores`` (every other row: 0), and the ids whose change is
@@ -544,18 +618,15 @@ def _choose(ids, scores, k, n) -> tuple[np.ndarray, np.ndarray]:
     k, n = operator.index(k), operator.index(n)
     if k <= 0:
         return np.empty(0, np.int64), ids
-    nan = np.isnan(scores)
+    if k < n and ids.size >= k:  # the k-th largest change is > 0: every chosen row is in ids
+        return _choose_top(np.ascontiguousarray(ids, np.int64), scores, k)
+    nan = ids[np.isnan(scores)]
     if k >= n:
-        return np.arange(n, dtype=np.int64), ids[nan]
-    if ids.size >= k:  # the k-th largest change is > 0: every chosen row is one of ids;
-        pos = top_k(scores, k)  # ids are sorted, so ties by position are ties by row id
-        left = np.ones(ids.size, bool)
-        left[pos] = False
-        return ids[pos], ids[left | nan]
+        return np.arange(n, dtype=np.int64), nan
     # Every changed row is taken; the quota left goes to the smallest ids of change 0.
     out = np.empty(k, dtype=np.int64)
     _fill_merge(ids, out)
-    return out, ids[nan]
+    return out, nan
 
 
 def select_top_changed_among(
