@@ -260,3 +260,19 @@ def test_the_save_thread_runs_saves_in_order_at_its_priority_and_raises_their_er
     gc.collect()
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_the_config_refuses_kill_shards_without_a_kill_at():
+    """kill_shards alone would be silently ignored (a run without the kill asked for): the
+    API refuses it as the command line does; with kill_at it defaults to one shard."""
+    from scar.errors import ConfigError
+    from scar.runtime import TrainConfig
+
+    for extra in ({}, {"kill_every": 5}):
+        with pytest.raises(ConfigError, match="--kill-shards goes with --kill-at"):
+            TrainConfig(kill_shards=2, **extra).validate()
+    assert TrainConfig(kill_at=3, iterations=10).validate().kill_shards == 1
+    assert TrainConfig(kill_at=3, kill_shards=2, iterations=10).validate().kill_shards == 2
+    assert TrainConfig().validate().kill_shards is None
+    with pytest.raises(ConfigError, match="--kill-shards must be"):
+        TrainConfig(kill_at=3, kill_shards=0, iterations=10).validate()

@@ -106,12 +106,6 @@ def train(
         raise ConfigError(
             f"--{next(iter(synth)).replace('_', '-')} is a criteo-synth size: use it with --model sparse-lr"
         )
-    if kw["kill_shards"] is None:
-        kw["kill_shards"] = 1
-    elif kw["kill_at"] is None:  # else silently ignored: a run without the kill asked for
-        raise ConfigError(
-            "--kill-shards goes with --kill-at (--kill-every kills one shard at a time)"
-        )
     if dataset is None:
         dataset = TRAIN_MODELS.get(kw["model"], ("digits",))[0]
     given = {"lr": lr, "l2": l2, "batch_size": batch_size, "rank": rank, "topics": topics}

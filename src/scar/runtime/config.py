@@ -35,7 +35,7 @@ class TrainConfig:
     store: str | None = None  # None: a temporary directory
     iterations: int = 100
     kill_at: int | None = None
-    kill_shards: int = 1
+    kill_shards: int | None = None  # with kill_at: 1 if not given
     kill_every: int | None = None
     seed: int = 0
     async_writes: bool = True
@@ -57,8 +57,14 @@ class TrainConfig:
         _one_of("recovery", self.recovery, RECOVERY_MODES)
         _one_of("sharding", self.sharding, SHARDING_SCHEMES)
         _one_of("save_priority", self.save_priority, PRIORITIES)
+        if self.kill_shards is not None and self.kill_at is None:  # else silently ignored
+            raise ConfigError(
+                "--kill-shards goes with --kill-at (--kill-every kills one shard at a time)"
+            )
+        if self.kill_at is not None and self.kill_shards is None:
+            self.kill_shards = 1
         for name in ("shards", "workers", "period", "iterations", "kill_shards", "eval_every"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.checkpoint == "full":
             self.fraction = None
@@ -81,7 +87,7 @@ class TrainConfig:
             )
         if self.kill_every is not None and self.kill_every < 1:
             raise ConfigError(f"--kill-every must be >= 1, got {self.kill_every}")
-        if self.kill_shards > self.shards:
+        if self.kill_shards is not None and self.kill_shards > self.shards:
             raise ConfigError(
                 f"--kill-shards must be in 1..{self.shards} (--shards), got {self.kill_shards}"
             )
