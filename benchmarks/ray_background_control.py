@@ -15,6 +15,9 @@ one of these ways (``--kinds`` picks; default: all):
   bookkeeping does: a request the shard serves meanwhile waits for the GIL);
 * ``python_short``: the same, letting the GIL go every ~20 us (as the store's Python does at
   each file operation and compiled loop);
+* ``python_normal``: the same as ``python``, the save thread at normal CPU priority while it
+  burns (a thread at idle priority that holds the GIL and is preempted keeps the serving
+  thread waiting until a core is free; one at normal priority is not starved);
 * ``python_process``: the same Python, in a helper process of each shard's own at idle
   priority (the shard's save thread waits for it, not holding the GIL): what the GIL costs is
   the difference to ``python``.
@@ -55,7 +58,7 @@ spec = importlib.util.spec_from_file_location("ray_overhead", os.path.join(HERE,
 ro = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ro)
 
-KINDS = ("cache", "memory", "python", "python_short", "python_process")
+KINDS = ("cache", "memory", "python", "python_short", "python_normal", "python_process")
 
 
 # The python_process burn: the same Python loop in a process of the shard's own, at idle
@@ -90,13 +93,17 @@ class BurningShard(ShardServer):
             a = np.random.default_rng(iteration).standard_normal(20000)
             while time.thread_time() < end:
                 np.sort(a)
-        elif kind in ("python", "python_short"):
+        elif kind in ("python", "python_short", "python_normal"):
+            if kind == "python_normal":  # this thread at normal priority while it burns
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
             while time.thread_time() < end:
                 x = 0
                 for i in range(200):
                     x += i * i
                 if kind == "python_short":
                     time.sleep(0)  # lets the GIL go every ~20 us, as a call into C that blocks
+            if kind == "python_normal":
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         elif kind == "python_process":
             helper = getattr(self, "_helper", None)
             if helper is None:  # ends when the shard does: its stdin closes
