@@ -14,6 +14,11 @@ def test_readme_loop_partial_and_full_recovery():
         state["weights"] += rng.standard_normal((785, 10)).astype(np.float32) * 0.01
         ckpt.step(it)
     live = state["weights"].copy()
+    # running totals of the saves: a base one, then one at every iteration (r * C = 1.25
+    # rounds to 1) of the bytes full(10) writes per iteration (78 or 79 rows of 40 bytes)
+    assert ckpt.saves == 101 and ckpt.last_save.iteration == 100
+    assert ckpt.value_bytes == 785 * 40 + 100 * 785 * 40 // 10
+    assert ckpt.stored_bytes >= ckpt.value_bytes
     saved_at = ckpt.store.saved_iteration("weights")
     assert saved_at.min() >= 0 and saved_at.max() == 100  # rows of mixed ages
 

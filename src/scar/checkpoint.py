@@ -47,7 +47,12 @@ class Checkpointer:
         self.store.open(specs_of(state))
         self.aux = aux
         self._saved = state.copy() if policy.needs_saved_copy else None
-        self.events: list[SaveResult] = []
+        # running totals, not a list of every save: a shard saving every few iterations for
+        # weeks would keep one record per save for nothing
+        self.saves = 0
+        self.value_bytes = 0  # parameter bytes saved so far (the cost that policies equalize)
+        self.stored_bytes = 0  # bytes the store wrote for them
+        self.last_save: SaveResult | None = None
 
     # -- saving ---------------------------------------------------------------------------
     def save_all(self, iteration: int) -> SaveResult:
@@ -84,17 +89,11 @@ class Checkpointer:
                 values = gather_saving(live, ids, self._saved[name])
             rows[name] = (ids, values)
         result = self.store.save(iteration, rows, aux=self.aux() if self.aux else None)
-        self.events.append(result)
+        self.saves += 1
+        self.value_bytes += result.value_bytes
+        self.stored_bytes += result.stored_bytes
+        self.last_save = result
         return result
-
-    @property
-    def value_bytes(self) -> int:
-        """Parameter bytes saved so far (the cost that policies equalize)."""
-        return sum(e.value_bytes for e in self.events)
-
-    @property
-    def stored_bytes(self) -> int:
-        return sum(e.stored_bytes for e in self.events)
 
     # -- failure and recovery -------------------------------------------------------------
     def fail(self, lost_shards: Iterable[int]) -> dict[str, np.ndarray]:

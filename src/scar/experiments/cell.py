@@ -494,7 +494,7 @@ def run_cell(
                 "bytes_written": ckpt.value_bytes,
                 "bytes_per_iteration": ckpt.value_bytes / executed,
                 "stored_bytes": ckpt.stored_bytes,
-                "checkpoints": len(ckpt.events),
+                "checkpoints": ckpt.saves,
                 "rows_restored": rec.get("rows_restored"),
                 "censored": censored,
                 "metrics": algo.metrics(state),
