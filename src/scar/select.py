@@ -601,8 +601,8 @@ _KEYS = {  # per score width: (bits view, magnitude mask, +inf's bits, first dig
 
 
 def _choose_top(ids, scores, k) -> tuple[np.ndarray, np.ndarray]:
-    """(the ids of the ``k`` largest ``scores``, ties to the smallest ids, NaN first; the ids
-    not chosen and the NaN ones), for 0 < k <= ids.size and scores >= 0 or NaN."""
+    """(the ids of the ``k`` largest ``scores``, ties to the smallest ids, NaN counted as
+    +inf; the ids not chosen and the NaN ones), for 0 < k <= ids.size, scores >= 0 or NaN."""
     scores = np.ascontiguousarray(scores)
     view, mag, inf, shift = _KEYS[scores.dtype.itemsize]
     chosen = np.empty(k, np.int64)
