@@ -156,6 +156,12 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
         code, _, err = scar(capsys, "ckpt", cmd[0], missing, *cmd[1:])
         assert code == 2
         one_error_line(err, f"no checkpoint store at {missing}")
+    folder = tmp_path / "not-a-store"  # exists, but no store writer made it
+    (folder / "notes").mkdir(parents=True)
+    for cmd in (["ls"], ["inspect"], ["verify"], ["restore", "-o", tmp_path / "x.npz"]):
+        code, _, err = scar(capsys, "ckpt", cmd[0], str(folder), *cmd[1:])
+        assert code == 2
+        one_error_line(err, f"{folder} is not a checkpoint store")
 
     url = str(tmp_path / "store")
     make_store(url)

@@ -70,6 +70,22 @@ def test_a_missing_store_is_a_clear_error(url):
         DurableStore(url, readonly=True)
 
 
+def test_a_folder_that_holds_no_store_is_a_clear_error(url):
+    """A path that exists but holds nothing a store writer made (a mistyped path, a parent
+    folder) is refused, not read as an empty store that ``scar ckpt verify`` calls intact;
+    once a writer has committed there, it reads."""
+    from scar.store.backends import backend_for
+
+    backend_for(url).write_files([("notes/stray.txt", [b"not a checkpoint"])])
+    with pytest.raises(StoreError, match="is not a checkpoint store"):
+        DurableStore(url, readonly=True)
+    with DurableStore(url) as w:
+        w.open(SPECS)
+        w.save(0, {s.name: (None, np.zeros((s.n_rows, s.width), s.dtype)) for s in SPECS})
+    with DurableStore(url, readonly=True) as r:
+        assert r.latest().iteration == 0
+
+
 # -- async writes ---------------------------------------------------------------------------
 @pytest.mark.parametrize("compression", [None, "zstd"])
 def test_async_and_sync_writes_store_the_same(url, compression):

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import StoreError
-from .format import LOCK_NAME
+from .format import LOCK_NAME, MANIFEST_DIR
 
 PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger than this
 # A batch smaller than this is flushed by fsyncs one after another, not concurrently: flushing
@@ -135,6 +135,10 @@ class LocalBackend:
 
     def exists(self) -> bool:
         return os.path.isdir(self.root)
+
+    def is_store(self) -> bool:
+        """Whether a writer has made a store here (its manifests folder), committed or not."""
+        return os.path.isdir(self._p(MANIFEST_DIR))
 
     def make_root(self, subdirs: tuple[str, ...]) -> None:
         try:
@@ -451,6 +455,18 @@ class FsspecBackend:
     def exists(self) -> bool:
         try:
             return bool(self.fs.exists(self._p(LOCK_NAME)) or self.fs.ls(self.root, detail=False))
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise self._wrap("read", e) from None
+
+    def is_store(self) -> bool:
+        """Whether a writer holds a store here (its lock) or has committed to one (manifests;
+        an object store has no folders to make before that)."""
+        try:
+            if self.fs.exists(self._p(LOCK_NAME)):
+                return True
+            return bool(self.fs.ls(self._p(MANIFEST_DIR), detail=False))
         except FileNotFoundError:
             return False
         except OSError as e:

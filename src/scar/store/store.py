@@ -105,6 +105,10 @@ class DurableStore(Committing, Reading, CheckpointStore):
         if readonly:
             if not self.backend.exists():
                 raise StoreError(f"no checkpoint store at {url}")
+            if not self.backend.is_store():  # a folder, but nothing a store writer made
+                raise StoreError(
+                    f"{url} is not a checkpoint store (it has no {MANIFEST_DIR}/ folder)"
+                )
             self._load()
             return
         self.backend.make_root((MANIFEST_DIR, DATA_DIR))
