@@ -34,6 +34,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 
 # benchmarks/select.py would shadow the standard library's `select`: drop this script's folder.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]  # fmt: skip
@@ -66,6 +67,28 @@ def gathered(mask, live, saved, k):
 WAYS = {"fused": fused, "gathered": gathered}
 
 
+def copy_back(pairs) -> None:
+    for dst, src in pairs:
+        np.copyto(dst, src)
+
+
+def medians(ways: dict, a, reset=lambda: None) -> dict[str, float]:
+    """Each way's median seconds per call: ``--rounds`` rounds (the order of the two ways
+    alternating) of ``--calls`` calls each, ``reset`` run untimed before every call; the
+    median over rounds of each round's median."""
+    times: dict[str, list[float]] = {n: [] for n in ways}
+    for r in range(a.rounds):
+        for name in list(ways)[r % 2 :] + list(ways)[: r % 2]:
+            each = []
+            for _ in range(a.calls):
+                reset()
+                t0 = time.perf_counter()
+                ways[name]()
+                each.append(time.perf_counter() - t0)
+            times[name].append(statistics.median(each))
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
 def choice_numpy(ids, scores, k):
     """The choice ``_choose`` made before its kernel: top_k's positions (np.partition below
     65536 scores), then the rows left and the NaN ones by boolean masks."""
@@ -86,16 +109,7 @@ def choice_row(a, k: int, rng) -> dict:
     for x, y in zip(got["choice"], got["choice_numpy"], strict=True):
         if not np.array_equal(x, y):
             sys.exit("the two choices differ")
-    times: dict[str, list[float]] = {n: [] for n in ways}
-    for r in range(a.rounds):
-        for name in list(ways)[r % 2 :] + list(ways)[: r % 2]:
-            each = []
-            for _ in range(a.calls):
-                t0 = time.perf_counter()
-                ways[name]()
-                each.append(time.perf_counter() - t0)
-            times[name].append(statistics.median(each))
-    med = {n: statistics.median(t) for n, t in times.items()}
+    med = medians(ways, a)
     return {
         "changed": int(ids.size),
         "k": take,
@@ -132,27 +146,17 @@ def main() -> None:
         dirty = np.zeros(a.rows, bool)
         dirty[touched] = True
         saved, mask = base.copy(), dirty.copy()
+        reset = partial(copy_back, ((saved, base), (mask, dirty)))  # each call's start
+        ways = {n: partial(way, mask, live, saved, k) for n, way in WAYS.items()}
         out = {}
-        for name, way in WAYS.items():  # compiled (or loaded from numba's cache); outputs
-            np.copyto(saved, base)
-            np.copyto(mask, dirty)
-            out[name] = [*way(mask, live, saved, k), saved.copy()]
+        for name, way in ways.items():  # compiled (or loaded from numba's cache); outputs
+            reset()
+            out[name] = [*way(), saved.copy()]
         for x, y in zip(out["fused"], out["gathered"], strict=True):
             if not np.array_equal(x, y):
                 sys.exit(f"the two paths differ at width {width}")
-        times: dict[str, list[float]] = {n: [] for n in WAYS}
         with single_threaded():
-            for r in range(a.rounds):
-                for name in list(WAYS)[r % 2 :] + list(WAYS)[: r % 2]:
-                    way, each = WAYS[name], []
-                    for _ in range(a.calls):
-                        np.copyto(saved, base)
-                        np.copyto(mask, dirty)
-                        t0 = time.perf_counter()
-                        way(mask, live, saved, k)
-                        each.append(time.perf_counter() - t0)
-                    times[name].append(statistics.median(each))
-        med = {n: statistics.median(t) for n, t in times.items()}
+            med = medians(ways, a, reset)
         row = {
             "width": width,
             "fused_ms": round(1000 * med["fused"], 4),
