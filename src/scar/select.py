@@ -603,7 +603,7 @@ _KEYS = {  # per score width: (bits view, magnitude mask, +inf's bits, first dig
 def _choose_top(ids, scores, k) -> tuple[np.ndarray, np.ndarray]:
     """(the ids of the ``k`` largest ``scores``, ties to the smallest ids, NaN counted as
     +inf; the ids not chosen and the NaN ones), for 0 < k <= ids.size, scores >= 0 or NaN."""
-    scores = np.ascontiguousarray(scores)
+    ids, scores = np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(scores)
     view, mag, inf, shift = _KEYS[scores.dtype.itemsize]
     chosen = np.empty(k, np.int64)
     still = np.empty(ids.size, np.int64)
@@ -619,7 +619,7 @@ def _choose(ids, scores, k, n) -> tuple[np.ndarray, np.ndarray]:
     if k <= 0:
         return np.empty(0, np.int64), ids
     if k < n and ids.size >= k:  # the k-th largest change is > 0: every chosen row is in ids
-        return _choose_top(np.ascontiguousarray(ids, np.int64), scores, k)
+        return _choose_top(ids, scores, k)
     nan = ids[np.isnan(scores)]
     if k >= n:
         return np.arange(n, dtype=np.int64), nan
