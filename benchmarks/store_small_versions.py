@@ -12,7 +12,10 @@ every 16 versions: the store's defaults). Measured per version, as CPU time of t
 * ``store``: the store (checksums, bitmap coding of row ids, the live-set index, the
   manifest, compaction, retention), its compiled loops loaded up front as a shard server
   loads them; ``store_no_compaction`` and ``store_no_fsync`` the same
-  without compaction or without fsyncs, to tell what those two cost; ``store_large_mode``
+  without compaction or without fsyncs, to tell what those two cost; ``store_no_recycle``
+  deletes retired files instead of writing new versions over them (``LocalBackend.recycle``:
+  the blocks freed, discarded by a disk mounted with ``discard``, and allocated again, each
+  version); ``store_large_mode``
   flushes every version as the store flushes one of 4 MB or more (the fsyncs concurrent, on
   helper threads, and files reopened for them), to show what flushing a small version's
   files one after another, on descriptors kept open since their write, saves;
@@ -21,8 +24,12 @@ every 16 versions: the store's defaults). Measured per version, as CPU time of t
   fsynced, the manifest renamed into place and its directory fsynced, and the files of the
   version three back deleted. No checksums, index, compaction or bitmap coding.
 
-The rounds rotate the order; medians. Prints one line per round and, last, one JSON object
-with ``store / raw``, the store's CPU over the floor's.
+Besides the process's CPU, the machine's (``machine_ms_per_version``, from /proc/stat: the
+kernel's threads too, which write back, complete I/O and discard freed blocks; read as
+``ray_overhead.py`` reads it) - where reusing files shows most. The rounds rotate the order;
+medians. Prints one line per round and, last, one JSON object with ``store / raw``, the
+store's CPU over the floor's, and ``no_recycle_over_store``, the machine's CPU per version
+without writing new versions over retired files.
 """
 
 from __future__ import annotations
@@ -39,11 +46,36 @@ import time
 # benchmarks/select.py would shadow the standard library's `select`: drop this script's folder.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]  # fmt: skip
 
+import importlib.util  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 from scar.store import DurableStore, TableSpec, backends  # noqa: E402
 from scar.store.backends import fsync_path  # noqa: E402  (open, fsync, close: nothing more)
 from scar.store.index import load_kernels  # noqa: E402
+
+# the machine's CPU counters as ray_overhead.py reads them (cpu_ticks)
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location(
+    "ray_overhead", os.path.join(HERE, "ray_overhead.py")
+)
+ro = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ro)
+
+
+class Clock:
+    """CPU of this process and of the whole machine between ``start`` and ``per``."""
+
+    def start(self) -> None:
+        self.c0, self.p0, self.w0 = ro.cpu_ticks(), time.process_time(), time.perf_counter()
+
+    def per(self, n: int) -> dict[str, float]:
+        c1, p1, w1 = ro.cpu_ticks(), time.process_time(), time.perf_counter()
+        out = {"process": (p1 - self.p0) / n}
+        if c1 is not None:  # seconds of CPU per jiffy: the wall time over the jiffies it spans
+            share = (os.cpu_count() or 1) * (w1 - self.w0) / max(1, c1[2] - self.c0[2])
+            out["machine"] = share * (c1[0] - self.c0[0]) / n
+        return out
 
 
 def saves(rows: int, fraction: float, n: int, seed: int = 0):
@@ -60,7 +92,7 @@ def run_store(root: str, rows: int, versions, variant: str = "store") -> float:
     """CPU seconds per version of the store (after a base save and 16 warm-up versions), as
     shipped or as one of the variants (no compaction, no fsync, every version flushed as a
     large one)."""
-    opts = {"fsync": variant != "store_no_fsync"}
+    opts = {"fsync": variant != "store_no_fsync", "recycle": variant != "store_no_recycle"}
     if variant == "store_no_compaction":
         opts["compact_after"] = 10**9
     large_batch = backends.LARGE_BATCH
@@ -72,18 +104,22 @@ def run_store(root: str, rows: int, versions, variant: str = "store") -> float:
         backends.LARGE_BATCH = large_batch
 
 
-def _timed_saves(url: str, rows: int, versions, opts: dict) -> float:
+def _timed_saves(url: str, rows: int, versions, opts: dict) -> dict[str, float]:
     load_kernels()  # as a shard server does before it serves: no save pays for loading them
+    recycle = opts.pop("recycle")
     with DurableStore(url, **opts) as s:
+        if not recycle:
+            s.backend.recycle = s.backend.delete
         s.open([TableSpec("w", rows, 1, "float32")])
         s.save(0, {"w": (None, np.zeros((rows, 1), np.float32))})
         warm, timed = versions[:16], versions[16:]
         for i, (ids, vals) in enumerate(warm):
             s.save(i + 1, {"w": (ids, vals)})
-        c0 = time.process_time()
+        clock = Clock()
+        clock.start()
         for i, (ids, vals) in enumerate(timed):
             s.save(i + 17, {"w": (ids, vals)})
-        return (time.process_time() - c0) / len(timed)
+        return clock.per(len(timed))
 
 
 def run_raw(root: str, versions) -> float:
@@ -115,10 +151,11 @@ def run_raw(root: str, versions) -> float:
 
     for v, (ids, vals) in enumerate(versions[:16]):
         one(v, ids, vals)
-    c0 = time.process_time()
+    clock = Clock()
+    clock.start()
     for v, (ids, vals) in enumerate(versions[16:], start=16):
         one(v, ids, vals)
-    return (time.process_time() - c0) / (len(versions) - 16)
+    return clock.per(len(versions) - 16)
 
 
 def main() -> None:
@@ -132,8 +169,11 @@ def main() -> None:
     if a.versions <= 16 or not 0 < a.fraction <= 1 or a.rows < 1 or a.rounds < 1:
         ap.error("need --versions > 16, 0 < --fraction <= 1, --rows >= 1, --rounds >= 1")
     versions = saves(a.rows, a.fraction, a.versions)
-    names = ("store", "raw", "store_no_compaction", "store_no_fsync", "store_large_mode")
-    res: dict[str, list[float]] = {n: [] for n in names}
+    names = (
+        "store", "raw", "store_no_compaction", "store_no_fsync", "store_no_recycle",
+        "store_large_mode",
+    )  # fmt: skip
+    res: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for r in range(a.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             root = tempfile.mkdtemp(prefix="scar-small-", dir=a.dir)
@@ -144,20 +184,23 @@ def main() -> None:
                     res[name].append(run_store(root, a.rows, versions, name))
             finally:
                 shutil.rmtree(root, ignore_errors=True)
-        print({k: round(1000 * v[-1], 3) for k, v in res.items()}, flush=True)
-    med = {k: statistics.median(v) for k, v in res.items()}
-    print(
-        json.dumps(
-            {
-                "benchmark": "store_small_versions",
-                "rows": a.rows,
-                "rows_per_version": int(a.rows * a.fraction),
-                "cpu_ms_per_version": {k: round(1000 * v, 3) for k, v in med.items()},
-                "store_over_raw": round(med["store"] / med["raw"], 2),
-                "large_mode_over_store": round(med["store_large_mode"] / med["store"], 2),
-            }
-        )
-    )
+        print({k: {m: round(1000 * x, 3) for m, x in v[-1].items()} for k, v in res.items()}, flush=True)  # fmt: skip
+    med = {k: statistics.median(r["process"] for r in v) for k, v in res.items()}
+    machine = {
+        k: statistics.median(r["machine"] for r in v) for k, v in res.items() if "machine" in v[0]
+    }
+    out = {
+        "benchmark": "store_small_versions",
+        "rows": a.rows,
+        "rows_per_version": int(a.rows * a.fraction),
+        "cpu_ms_per_version": {k: round(1000 * v, 3) for k, v in med.items()},
+        "machine_ms_per_version": {k: round(1000 * v, 3) for k, v in machine.items()},
+        "store_over_raw": round(med["store"] / med["raw"], 2),
+        "large_mode_over_store": round(med["store_large_mode"] / med["store"], 2),
+    }
+    if machine:
+        out["no_recycle_over_store"] = round(machine["store_no_recycle"] / machine["store"], 2)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import errno
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -39,6 +40,11 @@ PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger th
 # more CPU (a 32768-row sparse version: benchmarks/store_small_versions.py, large mode).
 LARGE_BATCH = 4 << 20
 KEEP_OPEN = 32  # a small batch of at most this many files keeps them open from write to fsync
+SPARE_BYTES = 4 << 20  # retired files up to this size are kept as spares to write over
+MAX_SPARES = 16  # spares kept at most (further retired files are deleted)
+SPARE_MARK = ".spare-"  # a spare's name in its folder: <folder>/.spare-<hex>
+BLOCK = 4096  # spares are matched to new files by their size in blocks of this many bytes
+_datasync = getattr(os, "fdatasync", os.fsync)  # data and the size, not the times
 WRITE_BYTES = 64 << 20  # one write() call; a file's write-back starts every this many bytes
 SYNC_FILE_RANGE_WRITE = 2
 
@@ -110,6 +116,57 @@ def _describe(owner: dict | None) -> str:
     return f"pid {owner.get('pid')} on {owner.get('host')} since {since}"
 
 
+class _Spares:
+    """Retired files kept to be written over, by size in blocks. A file retired at version
+    ``v`` (its manifest retired, or no retained manifest listing it) may be written over
+    only once a later commit has flushed the directories that renamed it: before that, a
+    crash of the machine could bring back its old name, and even its old manifest, with
+    another file's bytes in it. So a retired spare waits (``retired``) until the next commit
+    (``committed``), and is taken (``take``) from then on. Thread-safe: a large batch writes
+    its files on two threads."""
+
+    def __init__(self) -> None:
+        self._ready: dict[int, list[tuple[str, int]]] = {}  # blocks -> [(name, bytes)]
+        self._waiting: list[tuple[str, int]] = []
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def room(self) -> bool:
+        return self._count < MAX_SPARES
+
+    def retired(self, name: str, size: int) -> None:
+        with self._lock:
+            self._waiting.append((name, size))
+            self._count += 1
+
+    def committed(self) -> None:
+        with self._lock:
+            for name, size in self._waiting:
+                self._ready.setdefault(-(-size // BLOCK), []).append((name, size))
+            self._waiting = []
+
+    def take(self, size: int) -> tuple[str, int] | None:
+        """A spare of as many blocks as ``size`` bytes: (its name, its size), or None."""
+        if not self._ready:
+            return None
+        with self._lock:
+            found = self._ready.get(-(-size // BLOCK))
+            if not found:
+                return None
+            spare = found.pop()
+            if not found:
+                del self._ready[-(-size // BLOCK)]
+            self._count -= 1
+            return spare
+
+    def drop(self) -> list[str]:
+        """Forget every spare; their names (to delete)."""
+        with self._lock:
+            names = [n for v in self._ready.values() for n, _ in v] + [n for n, _ in self._waiting]
+            self._ready, self._waiting, self._count = {}, [], 0
+            return names
+
+
 class LocalBackend:
     """A directory on a local file system."""
 
@@ -122,6 +179,7 @@ class LocalBackend:
         self._lock_fd: int | None = None
         self._dir_fds: dict[str, int] = {}  # directories flushed before, kept open to flush again
         self._pool: ThreadPoolExecutor | None = None
+        self._spares = _Spares()  # retired files kept to be written over (see recycle)
         # run by every helper thread (fsync, parallel writes) first: the store's async writer
         # at idle priority sets its priority for them too
         self.thread_init: Callable[[], object] | None = None
@@ -199,10 +257,20 @@ class LocalBackend:
         a segment is several buffers (header, row ids, values), and starting each one's
         write-back as it was written submitted the page two of them share twice."""
         early = self.fsync and _start_writeback is not None
-        fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        bufs = _buffers(buffers)
+        size = sum(len(memoryview(b).cast("B")) for b in bufs)
+        spare = self._spares.take(size)
+        if spare is not None:  # a retired file of as many blocks: written over, in place
+            name, had = spare
+            os.rename(self._p(name), self._p(rel))
+            fd = os.open(self._p(rel), os.O_WRONLY)
+            if had != size:
+                os.ftruncate(fd, size)
+        else:
+            fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             done = started = 0
-            for b in _buffers(buffers):
+            for b in bufs:
                 mv = memoryview(b).cast("B")
                 while len(mv):
                     n = os.write(fd, mv[:WRITE_BYTES])
@@ -232,9 +300,13 @@ class LocalBackend:
         def one(file: Written) -> None:
             rel, fd = file
             if fd is None:
-                fsync_path(self._p(rel))
+                fd = os.open(self._p(rel), os.O_RDONLY)
+                try:
+                    _datasync(fd)
+                finally:
+                    os.close(fd)
             else:
-                os.fsync(fd)
+                _datasync(fd)
 
         def one_dir(rel: str) -> None:
             fd = self._dir_fds.get(rel)
@@ -318,6 +390,7 @@ class LocalBackend:
             self._fsync_all(written, dirs, concurrent=large)
             os.replace(self._p(tmp), self._p(rel))
             self._fsync_all([], [d])
+            self._spares.committed()
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.unlink(self._p(tmp))
@@ -330,8 +403,36 @@ class LocalBackend:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._p(rel))
 
+    def recycle(self, rels: list[str]) -> None:
+        """Files no retained manifest lists any more: small ones are kept as spares (renamed
+        to ``.spare-<hex>`` in their folder) and a later file of as many blocks is written
+        over one in place (``_write_one``), the others deleted. A sparse priority save
+        writes files of one size every time: reusing them frees and allocates no blocks, so
+        the file system has no allocation to flush and no freed blocks to discard (see
+        :class:`_Spares` for when a spare may be written over, and benchmarks/
+        store_small_versions.py for what it saves). The writer deletes its spares when it
+        closes the store; after a crash, the next writer does (they are in no manifest)."""
+        for rel in rels:
+            try:
+                size = os.stat(self._p(rel)).st_size
+                if not 0 < size <= SPARE_BYTES or not self._spares.room():
+                    os.unlink(self._p(rel))
+                    continue
+                folder = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+                spare = f"{folder}{SPARE_MARK}{uuid.uuid4().hex[:12]}"
+                os.rename(self._p(rel), self._p(spare))
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise StoreError(f"cannot delete {self._p(rel)}: {_why(e)}") from None
+            self._spares.retired(spare, size)
+
+    def is_spare(self, name: str) -> bool:
+        return name.rsplit("/", 1)[-1].startswith(SPARE_MARK)
+
     def is_temporary(self, name: str) -> bool:
-        return ".tmp-" in name
+        """A writer's temporary file (an uncommitted manifest, a spare): never read."""
+        return ".tmp-" in name or self.is_spare(name)
 
     # -- the writer lock ---------------------------------------------------------------------
     def lock(self, force: bool = False) -> None:
@@ -363,6 +464,8 @@ class LocalBackend:
         self.unlock()  # a store dropped without close() must not keep its lock
 
     def unlock(self) -> None:
+        if getattr(self, "_spares", None) is not None:
+            self.delete(self._spares.drop())
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown()
             self._pool = None

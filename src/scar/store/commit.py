@@ -149,7 +149,8 @@ class Committing:
             return
         cutoff = intact[-self.keep_last]
         old = [v for v in self._manifests if v < cutoff]
-        self.backend.delete([f"{MANIFEST_DIR}/{manifest_name(v)}" for v in old])
+        recycle = getattr(self.backend, "recycle", self.backend.delete)
+        recycle([f"{MANIFEST_DIR}/{manifest_name(v)}" for v in old])
         dead = []
         for v in old:
             m = self._manifests.pop(v)
@@ -160,7 +161,7 @@ class Committing:
         for p in dead:
             self._refs.pop(p, None)
             self.problems.pop(p, None)
-        self.backend.delete(sorted(set(dead)))
+        recycle(sorted(set(dead)))
 
     def _clean(self) -> None:
         """Delete what a crashed writer left: temporary files and files no manifest lists."""

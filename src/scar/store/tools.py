@@ -35,8 +35,7 @@ def verify(store: DurableStore) -> VerifyReport:
         path = f"{MANIFEST_DIR}/{name}"
         v = manifest_version(name)
         if v is None:
-            what = "temporary file of an interrupted commit" if b.is_temporary(name) else "stray"
-            rep.notes.append(f"{path}: {what} (ignored by readers)")
+            rep.notes.append(f"{path}: {_unlisted(b, name, 'stray')} (ignored by readers)")
             continue
         try:
             data = b.read(path)
@@ -71,10 +70,18 @@ def verify(store: DurableStore) -> VerifyReport:
                 del rep.bad[p]
     for p in b.walk(DATA_DIR):
         if p not in listed:
-            rep.notes.append(
-                f"{p}: listed by no manifest (an interrupted write; the next writer deletes it)"
-            )
+            why = _unlisted(b, p, "an interrupted write")
+            rep.notes.append(f"{p}: listed by no manifest ({why}; the next writer deletes it)")
     return rep
+
+
+def _unlisted(b, name: str, otherwise: str) -> str:
+    """What a file no manifest lists is, by its name."""
+    if getattr(b, "is_spare", lambda _: False)(name):
+        return "a retired file a writer keeps to write over"
+    if b.is_temporary(name):
+        return "temporary file of an interrupted commit"
+    return otherwise
 
 
 def _segment(data: bytes, seg, table) -> None:
