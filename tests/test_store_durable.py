@@ -605,8 +605,13 @@ def test_spares_are_bounded_and_only_small_files_are_kept(tmp_path, monkeypatch)
     assert len([p for p in b.walk("data") if ".spare-" in p]) == 2
     with open(b._p("data/h"), "rb") as f:
         assert f.read() == b"x" * 100  # cut to its size: nothing of the old file is left
+    for p in [p for p in b.walk("data") if ".spare-" in p]:
+        os.unlink(b._p(p))  # spares deleted behind the writer's back: new files instead
+    b.write_files([("data/i", [b"y" * 10]), ("data/j", [b"z" * 10])])
+    with open(b._p("data/i"), "rb") as f, open(b._p("data/j"), "rb") as g:
+        assert f.read() == b"y" * 10 and g.read() == b"z" * 10
     b.unlock()
-    assert sorted(b.walk("data")) == ["data/g", "data/h"]
+    assert sorted(b.walk("data")) == ["data/g", "data/h", "data/i", "data/j"]
 
 
 def test_a_writer_removes_what_a_crashed_writer_left(url):

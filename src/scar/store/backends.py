@@ -255,18 +255,13 @@ class LocalBackend:
         (the caller fsyncs it later, with the rest of its batch); with ``keep_open``, its
         descriptor stays open for that fsync. Write-back starts by whole spans, not by buffer:
         a segment is several buffers (header, row ids, values), and starting each one's
-        write-back as it was written submitted the page two of them share twice."""
+        write-back as it was written submitted the page two of them share twice. The file is
+        new, or a spare of as many blocks written over (``recycle``)."""
         early = self.fsync and _start_writeback is not None
         bufs = _buffers(buffers)
         size = sum(len(memoryview(b).cast("B")) for b in bufs)
-        spare = self._spares.take(size)
-        if spare is not None:  # a retired file of as many blocks: written over, in place
-            name, had = spare
-            os.rename(self._p(name), self._p(rel))
-            fd = os.open(self._p(rel), os.O_WRONLY)
-            if had != size:
-                os.ftruncate(fd, size)
-        else:
+        fd = self._over_spare(rel, size)
+        if fd is None:
             fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             done = started = 0
@@ -426,6 +421,26 @@ class LocalBackend:
             except OSError as e:
                 raise StoreError(f"cannot delete {self._p(rel)}: {_why(e)}") from None
             self._spares.retired(spare, size)
+
+    def _over_spare(self, rel: str, size: int) -> int | None:
+        """A spare of as many blocks as ``size`` bytes renamed to ``rel`` and cut to ``size``
+        (its blocks are written over in place): its descriptor, or None if there is none."""
+        spare = self._spares.take(size)
+        if spare is None:
+            return None
+        name, had = spare
+        try:
+            os.rename(self._p(name), self._p(rel))
+        except FileNotFoundError:  # deleted behind the writer's back: a new file, then
+            return None
+        fd = os.open(self._p(rel), os.O_WRONLY)
+        if had != size:
+            try:
+                os.ftruncate(fd, size)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
 
     def is_spare(self, name: str) -> bool:
         return name.rsplit("/", 1)[-1].startswith(SPARE_MARK)
