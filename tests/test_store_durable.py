@@ -530,7 +530,10 @@ def inodes(store, folder):
     }
 
 
-def test_a_local_store_writes_new_versions_over_retired_files_and_keeps_every_value(tmp_path):
+@pytest.mark.parametrize("fsync", [True, False])
+def test_a_local_store_writes_new_versions_over_retired_files_and_keeps_every_value(
+    tmp_path, fsync
+):
     """Retired segments and manifests are renamed to spares and written over by later
     versions of their size (same inode, new name), never while they wait for the commit
     that flushes their retirement; every value reads back, and a verify passes."""
@@ -539,7 +542,7 @@ def test_a_local_store_writes_new_versions_over_retired_files_and_keeps_every_va
     ref = MemoryStore()
     ref.open(specs)
     reused = 0
-    with DurableStore(str(tmp_path / "s"), keep_last=2) as s:
+    with DurableStore(str(tmp_path / "s"), keep_last=2, fsync=fsync) as s:
         s.open(specs)
         base = {"w": (None, np.zeros((4096, 1), np.float32))}
         s.save(0, base)
@@ -600,7 +603,10 @@ def test_spares_are_bounded_and_only_small_files_are_kept(tmp_path, monkeypatch)
     assert len(b.walk("data")) == 3  # the rest deleted, the large ones among them
     b.write_files([("data/g", [bytes(100)])])
     assert os.stat(b._p("data/g")).st_ino not in {os.stat(b._p(p)).st_ino for p in kept}
-    b._spares.committed()  # (a commit flushed their renames)
+    b._spares.committed({"manifests"})  # a commit that flushed another folder: still waiting
+    b.write_files([("data/g2", [bytes(100)])])
+    assert len([p for p in b.walk("data") if ".spare-" in p]) == 3
+    b._spares.committed({"data", "manifests"})  # (a commit flushed their renames)
     b.write_files([("data/h", [b"x" * 100])])  # one block, as the spares: one is written over
     assert len([p for p in b.walk("data") if ".spare-" in p]) == 2
     with open(b._p("data/h"), "rb") as f:
@@ -611,7 +617,7 @@ def test_spares_are_bounded_and_only_small_files_are_kept(tmp_path, monkeypatch)
     with open(b._p("data/i"), "rb") as f, open(b._p("data/j"), "rb") as g:
         assert f.read() == b"y" * 10 and g.read() == b"z" * 10
     b.unlock()
-    assert sorted(b.walk("data")) == ["data/g", "data/h", "data/i", "data/j"]
+    assert sorted(b.walk("data")) == ["data/g", "data/g2", "data/h", "data/i", "data/j"]
 
 
 def test_a_writer_removes_what_a_crashed_writer_left(url):

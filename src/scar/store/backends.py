@@ -119,11 +119,11 @@ def _describe(owner: dict | None) -> str:
 class _Spares:
     """Retired files kept to be written over, by size in blocks. A file retired at version
     ``v`` (its manifest retired, or no retained manifest listing it) may be written over
-    only once a later commit has flushed the directories that renamed it: before that, a
-    crash of the machine could bring back its old name, and even its old manifest, with
-    another file's bytes in it. So a retired spare waits (``retired``) until the next commit
-    (``committed``), and is taken (``take``) from then on. Thread-safe: a large batch writes
-    its files on two threads."""
+    only once a later commit has flushed the folder that renamed it: before that, a crash of
+    the machine could bring back its old name, and even its old manifest, with another
+    file's bytes in it. So a retired spare waits (``retired``) until a commit flushes its
+    folder (``committed``), and is taken (``take``) from then on. Thread-safe: a large batch
+    writes its files on two threads."""
 
     def __init__(self) -> None:
         self._ready: dict[int, list[tuple[str, int]]] = {}  # blocks -> [(name, bytes)]
@@ -139,11 +139,17 @@ class _Spares:
             self._waiting.append((name, size))
             self._count += 1
 
-    def committed(self) -> None:
+    def committed(self, flushed: set[str] | None) -> None:
+        """A commit has flushed the folders ``flushed``: the spares waiting in them are ready
+        (every one with None: nothing is flushed, and a crash of the machine is not covered)."""
         with self._lock:
+            still = []
             for name, size in self._waiting:
-                self._ready.setdefault(-(-size // BLOCK), []).append((name, size))
-            self._waiting = []
+                if flushed is None or name.rsplit("/", 1)[0] in flushed:
+                    self._ready.setdefault(-(-size // BLOCK), []).append((name, size))
+                else:
+                    still.append((name, size))
+            self._waiting = still
 
     def take(self, size: int) -> tuple[str, int] | None:
         """A spare of as many blocks as ``size`` bytes: (its name, its size), or None."""
@@ -385,7 +391,7 @@ class LocalBackend:
             self._fsync_all(written, dirs, concurrent=large)
             os.replace(self._p(tmp), self._p(rel))
             self._fsync_all([], [d])
-            self._spares.committed()
+            self._spares.committed({*dirs, d} if self.fsync else None)
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.unlink(self._p(tmp))
@@ -480,7 +486,8 @@ class LocalBackend:
 
     def unlock(self) -> None:
         if getattr(self, "_spares", None) is not None:
-            self.delete(self._spares.drop())
+            with contextlib.suppress(OSError):  # (the next writer deletes what is left)
+                self.delete(self._spares.drop())
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown()
             self._pool = None
