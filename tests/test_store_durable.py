@@ -968,6 +968,25 @@ def test_losses_count_each_owner_however_far_back_the_oldest_live_segment_is(
     assert live._uid - next(iter(live.segments)) > 500  # a base segment lived throughout
 
 
+def test_a_half_imported_loops_module_is_not_used(monkeypatch):
+    """While one thread imports the compiled loops, the module is in sys.modules without
+    them: another thread (an async writer) must not take it (it failed with AttributeError,
+    intermittently, when a save loaded the loops while the writer wrote the one before)."""
+    import sys
+    import types
+
+    from scar.store import index
+
+    half = types.ModuleType("scar.store._kernels")  # as it looks mid-import: no loops yet
+    monkeypatch.setitem(sys.modules, "scar.store._kernels", half)
+    assert index.compiled(10) is None  # numpy's loops meanwhile
+    assert not index.increasing(np.array([3, 1], np.int64))
+    assert index.increasing(np.array([1, 3], np.int64))
+    monkeypatch.undo()
+    index.load_kernels()
+    assert index.compiled(10) is sys.modules["scar.store._kernels"]
+
+
 def test_increasing_is_strictly_sorted_with_either_loops(loops):
     """The store's sortedness check of row ids (on save, on read, in a segment's index): the
     same answer from the compiled pass and from numpy's, on every edge."""

@@ -25,8 +25,15 @@ def compiled(rows: int):
     front: ``load_kernels``); before that, only for at least ``COMPILED_ROWS`` rows, which pay
     for loading them (~0.4 s). Both give the same results (tests/test_store_durable.py)."""
     kernels = sys.modules.get(f"{__package__}._kernels")
-    if kernels is None and rows >= COMPILED_ROWS:
-        from . import _kernels as kernels
+    if kernels is not None and getattr(kernels, "LOADED", False):
+        return kernels
+    # Not loaded, or being imported by another thread right now (a module is in sys.modules
+    # from the start of its import: an async writer found it there without its loops while
+    # the saving thread loaded them, and failed). The import below waits for one in progress.
+    if rows < COMPILED_ROWS:
+        return None
+    from . import _kernels as kernels
+
     return kernels
 
 
