@@ -6,7 +6,8 @@ makes a kill at any instant harmless:
 1. its segments (and aux file) go to new files ``data/v<version>.*`` and are made durable
    (with the temporary manifest, in one flush: ``backend.publish``);
 2. its manifest is committed atomically — before this step the version does not exist;
-3. manifests beyond ``keep_last`` are deleted, then the files that no retained manifest lists.
+3. manifests beyond ``keep_last`` are deleted, then the files that no retained manifest lists
+   (a local disk keeps small ones as spares to write later versions over: ``recycle``).
 
 A crash between 1 and 2 leaves files no manifest lists; between 2 and 3, files of retired
 versions. A writer opening the store deletes both (``_clean``), under the writer lock.
@@ -143,7 +144,8 @@ class Committing:
 
     def _retire(self) -> None:
         """Keep the newest ``keep_last`` intact manifests; delete older manifests, then the
-        files that no retained manifest lists."""
+        files that no retained manifest lists (or keep them to write over, where the backend
+        can: ``LocalBackend.recycle``)."""
         intact = [v for v, m in sorted(self._manifests.items()) if m is not None]
         if self.keep_last is None or len(intact) <= self.keep_last:
             return
