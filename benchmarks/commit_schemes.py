@@ -36,13 +36,12 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # benchmarks/select.py would shadow the standard library's `select`: drop this script's folder.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 
-# the machine's CPU counters as ray_overhead.py reads them (cpu_ticks)
+# the machine's CPU counters as ray_overhead.py reads them (cpu_ticks, Clock)
 spec = importlib.util.spec_from_file_location("ray_overhead", os.path.join(HERE, "ray_overhead.py"))
 ro = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ro)
@@ -148,21 +147,14 @@ def run(name: str, root: str, a, segment: bytes, manifest: bytes) -> dict[str, f
     try:
         for v in range(WARM):
             s.version(v)
-        c0, p0, w0 = ro.cpu_ticks(), time.process_time(), time.perf_counter()
+        clock = ro.Clock()
+        clock.start()
         for v in range(WARM, WARM + a.versions):
             s.version(v)
-        c1, p1, w1 = ro.cpu_ticks(), time.process_time(), time.perf_counter()
+        per = clock.per(a.versions)
     finally:
         s.close()
-    cores = os.cpu_count() or 1
-    wall = w1 - w0
-    share = cores * wall / max(1, c1[2] - c0[2])  # seconds of CPU per jiffy of the machine
-    return {
-        "wall": 1e3 * wall / a.versions,
-        "process": 1e3 * (p1 - p0) / a.versions,
-        "machine": 1e3 * share * (c1[0] - c0[0]) / a.versions,
-        "kernel": 1e3 * share * (c1[1] - c0[1]) / a.versions,
-    }
+    return {k: 1e3 * x for k, x in per.items()}  # ms per version
 
 
 def main() -> None:

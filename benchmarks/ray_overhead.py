@@ -106,6 +106,26 @@ def cpu_ticks() -> tuple[int, int, int] | None:
     return sum(v) - idle, sum(v[5:7]) + v[2], sum(v)
 
 
+class Clock:
+    """Per operation between ``start`` and ``per(n)``, in seconds: wall time, this process's
+    CPU and, where ``cpu_ticks`` works, the whole machine's CPU and its kernel part (for the
+    design benchmarks of the store's writes, which load this module for it)."""
+
+    def start(self) -> None:
+        self.c0, self.p0, self.w0 = cpu_ticks(), time.process_time(), time.perf_counter()
+
+    def per(self, n: int) -> dict[str, float]:
+        c1, p1, w1 = cpu_ticks(), time.process_time(), time.perf_counter()
+        wall = w1 - self.w0
+        out = {"wall": wall / n, "process": (p1 - self.p0) / n}
+        if c1 is not None and self.c0 is not None:
+            # seconds of CPU per jiffy: the wall time over the jiffies it spans
+            share = (os.cpu_count() or 1) * wall / max(1, c1[2] - self.c0[2])
+            out["machine"] = share * (c1[0] - self.c0[0]) / n
+            out["kernel"] = share * (c1[1] - self.c0[1]) / n
+        return out
+
+
 def shard_stats(t: Trainer) -> dict[str, float]:
     out = dict.fromkeys(STATS, 0.0)
     for h in t.shards:

@@ -41,7 +41,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 # benchmarks/select.py would shadow the standard library's `select`: drop this script's folder.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]  # fmt: skip
@@ -54,28 +53,13 @@ from scar.store import DurableStore, TableSpec, backends  # noqa: E402
 from scar.store.backends import fsync_path  # noqa: E402  (open, fsync, close: nothing more)
 from scar.store.index import load_kernels  # noqa: E402
 
-# the machine's CPU counters as ray_overhead.py reads them (cpu_ticks)
+# the machine's CPU counters as ray_overhead.py reads them (cpu_ticks, Clock)
 HERE = os.path.dirname(os.path.abspath(__file__))
 _spec = importlib.util.spec_from_file_location(
     "ray_overhead", os.path.join(HERE, "ray_overhead.py")
 )
 ro = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ro)
-
-
-class Clock:
-    """CPU of this process and of the whole machine between ``start`` and ``per``."""
-
-    def start(self) -> None:
-        self.c0, self.p0, self.w0 = ro.cpu_ticks(), time.process_time(), time.perf_counter()
-
-    def per(self, n: int) -> dict[str, float]:
-        c1, p1, w1 = ro.cpu_ticks(), time.process_time(), time.perf_counter()
-        out = {"process": (p1 - self.p0) / n}
-        if c1 is not None:  # seconds of CPU per jiffy: the wall time over the jiffies it spans
-            share = (os.cpu_count() or 1) * (w1 - self.w0) / max(1, c1[2] - self.c0[2])
-            out["machine"] = share * (c1[0] - self.c0[0]) / n
-        return out
 
 
 def saves(rows: int, fraction: float, n: int, seed: int = 0):
@@ -88,10 +72,10 @@ def saves(rows: int, fraction: float, n: int, seed: int = 0):
     return out
 
 
-def run_store(root: str, rows: int, versions, variant: str = "store") -> float:
-    """CPU seconds per version of the store (after a base save and 16 warm-up versions), as
-    shipped or as one of the variants (no compaction, no fsync, every version flushed as a
-    large one)."""
+def run_store(root: str, rows: int, versions, variant: str = "store") -> dict[str, float]:
+    """Seconds per version of the store (``ro.Clock``: wall, process and machine CPU; after a
+    base save and 16 warm-up versions), as shipped or as one of the variants (no compaction,
+    no fsync, no reuse of retired files, every version flushed as a large one)."""
     opts = {"fsync": variant != "store_no_fsync", "recycle": variant != "store_no_recycle"}
     if variant == "store_no_compaction":
         opts["compact_after"] = 10**9
@@ -115,14 +99,14 @@ def _timed_saves(url: str, rows: int, versions, opts: dict) -> dict[str, float]:
         warm, timed = versions[:16], versions[16:]
         for i, (ids, vals) in enumerate(warm):
             s.save(i + 1, {"w": (ids, vals)})
-        clock = Clock()
+        clock = ro.Clock()
         clock.start()
         for i, (ids, vals) in enumerate(timed):
             s.save(i + 17, {"w": (ids, vals)})
         return clock.per(len(timed))
 
 
-def run_raw(root: str, versions) -> float:
+def run_raw(root: str, versions) -> dict[str, float]:
     data, man = os.path.join(root, "data"), os.path.join(root, "manifests")
     os.makedirs(data)
     os.makedirs(man)
@@ -151,7 +135,7 @@ def run_raw(root: str, versions) -> float:
 
     for v, (ids, vals) in enumerate(versions[:16]):
         one(v, ids, vals)
-    clock = Clock()
+    clock = ro.Clock()
     clock.start()
     for v, (ids, vals) in enumerate(versions[16:], start=16):
         one(v, ids, vals)

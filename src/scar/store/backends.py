@@ -81,10 +81,11 @@ def _size(b) -> int:
     return b.nbytes if isinstance(b, Deferred) else sum(len(memoryview(x).cast("B")) for x in b)
 
 
-def fsync_path(path: str) -> None:
+def fsync_path(path: str, flush: Callable[[int], None] | None = None) -> None:
+    """Open ``path``, flush it (``os.fsync``, or ``flush``), close it."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        (flush or os.fsync)(fd)
     finally:
         os.close(fd)
 
@@ -128,16 +129,14 @@ class _Spares:
     def __init__(self) -> None:
         self._ready: dict[int, list[tuple[str, int]]] = {}  # blocks -> [(name, bytes)]
         self._waiting: list[tuple[str, int]] = []
-        self._count = 0
         self._lock = threading.Lock()
 
     def room(self) -> bool:
-        return self._count < MAX_SPARES
+        return len(self._waiting) + sum(map(len, self._ready.values())) < MAX_SPARES
 
     def retired(self, name: str, size: int) -> None:
         with self._lock:
             self._waiting.append((name, size))
-            self._count += 1
 
     def committed(self, flushed: set[str] | None) -> None:
         """A commit has flushed the folders ``flushed``: the spares waiting in them are ready
@@ -146,7 +145,7 @@ class _Spares:
             still = []
             for name, size in self._waiting:
                 if flushed is None or name.rsplit("/", 1)[0] in flushed:
-                    self._ready.setdefault(-(-size // BLOCK), []).append((name, size))
+                    self._ready.setdefault(_blocks(size), []).append((name, size))
                 else:
                     still.append((name, size))
             self._waiting = still
@@ -156,21 +155,24 @@ class _Spares:
         if not self._ready:
             return None
         with self._lock:
-            found = self._ready.get(-(-size // BLOCK))
+            found = self._ready.get(_blocks(size))
             if not found:
                 return None
             spare = found.pop()
             if not found:
-                del self._ready[-(-size // BLOCK)]
-            self._count -= 1
+                del self._ready[_blocks(size)]
             return spare
 
     def drop(self) -> list[str]:
         """Forget every spare; their names (to delete)."""
         with self._lock:
             names = [n for v in self._ready.values() for n, _ in v] + [n for n, _ in self._waiting]
-            self._ready, self._waiting, self._count = {}, [], 0
+            self._ready, self._waiting = {}, []
             return names
+
+
+def _blocks(size: int) -> int:
+    return -(-size // BLOCK)
 
 
 class LocalBackend:
@@ -265,7 +267,7 @@ class LocalBackend:
         new, or a spare of as many blocks written over (``recycle``)."""
         early = self.fsync and _start_writeback is not None
         bufs = _buffers(buffers)
-        size = sum(len(memoryview(b).cast("B")) for b in bufs)
+        size = _size(bufs)
         fd = self._over_spare(rel, size)
         if fd is None:
             fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -301,11 +303,7 @@ class LocalBackend:
         def one(file: Written) -> None:
             rel, fd = file
             if fd is None:
-                fd = os.open(self._p(rel), os.O_RDONLY)
-                try:
-                    _datasync(fd)
-                finally:
-                    os.close(fd)
+                fsync_path(self._p(rel), _datasync)
             else:
                 _datasync(fd)
 
@@ -671,6 +669,11 @@ class FsspecBackend:
         if rels:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm([self._p(r) for r in rels])
+
+    recycle = delete  # no spares: an object is never written over in place
+
+    def is_spare(self, name: str) -> bool:
+        return False
 
     def is_temporary(self, name: str) -> bool:
         return False  # object stores never hold half-written objects

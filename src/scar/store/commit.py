@@ -144,15 +144,14 @@ class Committing:
 
     def _retire(self) -> None:
         """Keep the newest ``keep_last`` intact manifests; delete older manifests, then the
-        files that no retained manifest lists (or keep them to write over, where the backend
-        can: ``LocalBackend.recycle``)."""
+        files that no retained manifest lists (``backend.recycle``: a local disk keeps small
+        ones to write over)."""
         intact = [v for v, m in sorted(self._manifests.items()) if m is not None]
         if self.keep_last is None or len(intact) <= self.keep_last:
             return
         cutoff = intact[-self.keep_last]
         old = [v for v in self._manifests if v < cutoff]
-        recycle = getattr(self.backend, "recycle", self.backend.delete)
-        recycle([f"{MANIFEST_DIR}/{manifest_name(v)}" for v in old])
+        self.backend.recycle([f"{MANIFEST_DIR}/{manifest_name(v)}" for v in old])
         dead = []
         for v in old:
             m = self._manifests.pop(v)
@@ -163,7 +162,7 @@ class Committing:
         for p in dead:
             self._refs.pop(p, None)
             self.problems.pop(p, None)
-        recycle(sorted(set(dead)))
+        self.backend.recycle(sorted(set(dead)))
 
     def _clean(self) -> None:
         """Delete what a crashed writer left: temporary files and files no manifest lists."""

@@ -77,7 +77,7 @@ def verify(store: DurableStore) -> VerifyReport:
 
 def _unlisted(b, name: str, otherwise: str) -> str:
     """What a file no manifest lists is, by its name."""
-    if getattr(b, "is_spare", lambda _: False)(name):
+    if b.is_spare(name):
         return "a retired file a writer keeps to write over"
     if b.is_temporary(name):
         return "temporary file of an interrupted commit"
