@@ -508,12 +508,12 @@ def test_compaction_and_retention_bound_the_files_and_keep_every_value(url):
             assert all(n <= 3 for n in s._live.per_chunk.values())
         files = s.backend.walk("data")
         listed = {p for m in s.intact() for p in m.paths()}
-        spares = [p for p in files if ".spare-" in p]  # local disks: retired files to reuse
-        assert set(files) - set(spares) == listed  # nothing else unlisted is kept
-        assert len(spares) <= backends.MAX_SPARES and (spares == [] or s.backend.local)
-        assert len(files) - len(spares) <= 2 * (8 * 3 + 3)
+        kept = spares(s.backend, "data")  # local disks: retired files to reuse
+        assert set(files) - set(kept) == listed  # nothing else unlisted is kept
+        assert len(kept) <= backends.MAX_SPARES and (kept == [] or s.backend.local)
+        assert len(files) - len(kept) <= 2 * (8 * 3 + 3)
         assert any(seg.row_iters for seg in s._view.segments)  # compaction happened
-    assert not [p for p in s.backend.walk("data") if ".spare-" in p]  # closing deletes them
+    assert not spares(s.backend)  # closing deletes them
     same_as(DurableStore(url, readonly=True), ref, specs)
 
 
@@ -522,6 +522,11 @@ def sparse_versions(rng, n, rows=4096, k=512):
     for v in range(n):
         ids = np.sort(rng.choice(rows, k, replace=False))
         yield v + 1, {"w": (ids, rng.standard_normal((k, 1)).astype(np.float32))}
+
+
+def spares(backend, folder=""):
+    """The spares (retired files kept to write over) in ``folder`` of a backend."""
+    return [p for p in backend.walk(folder) if backend.is_spare(p)]
 
 
 def inodes(store, folder):
@@ -556,18 +561,20 @@ def test_a_local_store_writes_new_versions_over_retired_files_and_keeps_every_va
             after = {**inodes(s, "data"), **inodes(s, "manifests")}
             for ino, p in after.items():
                 old = before.get(ino)
-                if old is not None and old != p and ".spare-" in old and ".spare-" not in p:
+                spare = s.backend.is_spare
+                if old is not None and old != p and spare(old) and not spare(p):
                     reused += 1
                     assert old not in waiting  # a spare retired by the last save waits
                 seen.setdefault(ino, set()).add(p)
-            same_as(s, ref, specs) if it % 8 == 0 else None
+            if it % 8 == 0:
+                same_as(s, ref, specs)
         assert reused >= 30  # most versions wrote over a retired segment or manifest
-        assert any(len({p for p in ps if ".spare-" not in p}) > 1 for ps in seen.values())
+        assert any(len({p for p in ps if not s.backend.is_spare(p)}) > 1 for ps in seen.values())
         rep = verify(DurableStore(str(tmp_path / "s"), readonly=True))
         assert rep.ok, rep.bad
         assert any("keeps to write over" in n for n in rep.notes)
         same_as(s, ref, specs)
-    assert not [p for p in DurableStore(str(tmp_path / "s")).backend.walk("") if ".spare-" in p]
+    assert not spares(DurableStore(str(tmp_path / "s")).backend)
     same_as(DurableStore(str(tmp_path / "s"), readonly=True), ref, specs)
 
 
@@ -579,13 +586,13 @@ def test_spares_left_by_a_crashed_writer_are_deleted_by_the_next(tmp_path):
     for it, rows in sparse_versions(np.random.default_rng(1), 6):
         s.save(it, rows)
     want = s.read_rows("w")
-    names = [p for p in s.backend.walk("") if ".spare-" in p]
+    names = spares(s.backend)
     assert names and any(p.startswith("manifests/") for p in names)
     s._closed = True  # as if killed: no close, its spares stay; its lock goes with it
     s.backend._spares.drop()
     s.backend.unlock()
     again = DurableStore(url)
-    assert not [p for p in again.backend.walk("") if ".spare-" in p]
+    assert not spares(again.backend)
     np.testing.assert_array_equal(again.read_rows("w"), want)
     again.close()
 
@@ -598,20 +605,20 @@ def test_spares_are_bounded_and_only_small_files_are_kept(tmp_path, monkeypatch)
     files = [(f"data/f{i}", [bytes(4000 if i < 5 else 9000)]) for i in range(7)]
     b.write_files(files)
     b.recycle([f for f, _ in files])
-    kept = [p for p in b.walk("data") if ".spare-" in p]
+    kept = spares(b, "data")
     assert len(kept) == 3 and all(os.path.getsize(b._p(p)) == 4000 for p in kept)
     assert len(b.walk("data")) == 3  # the rest deleted, the large ones among them
     b.write_files([("data/g", [bytes(100)])])
     assert os.stat(b._p("data/g")).st_ino not in {os.stat(b._p(p)).st_ino for p in kept}
     b._spares.committed({"manifests"})  # a commit that flushed another folder: still waiting
     b.write_files([("data/g2", [bytes(100)])])
-    assert len([p for p in b.walk("data") if ".spare-" in p]) == 3
+    assert len(spares(b, "data")) == 3
     b._spares.committed({"data", "manifests"})  # (a commit flushed their renames)
     b.write_files([("data/h", [b"x" * 100])])  # one block, as the spares: one is written over
-    assert len([p for p in b.walk("data") if ".spare-" in p]) == 2
+    assert len(spares(b, "data")) == 2
     with open(b._p("data/h"), "rb") as f:
         assert f.read() == b"x" * 100  # cut to its size: nothing of the old file is left
-    for p in [p for p in b.walk("data") if ".spare-" in p]:
+    for p in spares(b, "data"):
         os.unlink(b._p(p))  # spares deleted behind the writer's back: new files instead
     b.write_files([("data/i", [b"y" * 10]), ("data/j", [b"z" * 10])])
     with open(b._p("data/i"), "rb") as f, open(b._p("data/j"), "rb") as g:
