@@ -1,6 +1,7 @@
-"""Machine CPU per small version of five ways to make it durable on a local file system: the
-store's file-per-version commit against two schemes that reuse space instead of creating and
-deleting files. A design benchmark: what a log-structured local backend would save.
+"""Machine CPU per small version of seven ways to make it durable on a local file system: the
+store's file-per-version commit (as before and as it is now, writing over retired files)
+against schemes that reuse space in other ways. A design benchmark: what a log-structured
+local backend would save.
 
     .venv/bin/python benchmarks/commit_schemes.py [--versions 600] [--rounds 2] [--dir .]
 
@@ -16,6 +17,13 @@ shard, float32 values and a row bitmap) and a ``--manifest-kb`` manifest (3 KB),
   store's earlier order: on a journaled file system, one more forced commit per version);
 * ``recycled``: the segment written over one of ``keep + 1`` data files in place (no new file,
   no delete, no directory flush) and ``fdatasync``-ed; the manifest as in ``files``;
+* ``spares`` (what ``LocalBackend`` does now, ``recycle``): as ``files``, but the segment
+  and the temporary manifest are retired files renamed to their new names and written over
+  in place (``fdatasync``), and retired files are renamed aside, not deleted; a spare is
+  used only after the version that retired it (a commit flushed its rename);
+* ``hybrid``: the manifest as in ``spares``, the segment written over one of ``keep + 1``
+  slot files in place (no rename, no data directory flush): data in place, commit by
+  rename, what a preallocated data log with renamed manifests would cost;
 * ``log``: segment and manifest written together into a preallocated file in place (slots
   reused round-robin) and ``fdatasync``-ed: one flush of data blocks, no metadata to journal.
 
@@ -48,7 +56,7 @@ spec.loader.exec_module(ro)
 
 from scar.store import backends  # noqa: E402  (its sync_file_range, as the store calls it)
 
-SCHEMES = ("files", "files_late", "files_each", "recycled", "log")
+SCHEMES = ("files", "files_late", "files_each", "recycled", "spares", "hybrid", "log")
 KEEP = 3  # versions kept, as the store's default keep_last
 WARM = 20  # versions written before the timed ones (every slot and data file exists then)
 
@@ -93,6 +101,7 @@ class Scheme:
         self.data_fd = os.open(self.data, os.O_RDONLY)
         self.mans_fd = os.open(self.mans, os.O_RDONLY)
         self.slot = len(segment) + len(manifest)
+        self.spares: dict[str, list[str]] = {self.data: [], self.mans: []}  # oldest first
         if name == "log":  # preallocated once, with its size flushed
             fd = os.open(os.path.join(self.data, "log"), os.O_WRONLY | os.O_CREAT, 0o644)
             os.posix_fallocate(fd, 0, self.slot * (KEEP + 1))
@@ -109,6 +118,16 @@ class Scheme:
         write_new(tmp, self.manifest, sync=True)
         os.replace(tmp, os.path.join(self.mans, f"v{v}.json"))
         os.fsync(self.mans_fd)
+
+    def _take(self, folder: str, name: str) -> None:
+        """Rename the oldest spare of ``folder``, if one was retired before the last version,
+        to ``name`` (the one retired by the last version waits, as in the store)."""
+        if len(self.spares[folder]) > 1:
+            os.rename(os.path.join(folder, self.spares[folder].pop(0)), os.path.join(folder, name))
+
+    def _retire(self, folder: str, name: str, v: int) -> None:
+        os.rename(os.path.join(folder, name), os.path.join(folder, f".spare-{v}"))
+        self.spares[folder].append(f".spare-{v}")
 
     def version(self, v: int) -> None:
         if self.name in ("files", "files_late"):
@@ -137,6 +156,24 @@ class Scheme:
             self._commit_manifest(v)
             if v >= KEEP:
                 os.unlink(os.path.join(self.mans, f"v{v - KEEP}.json"))
+        elif self.name in ("spares", "hybrid"):
+            tmp = f".v{v}.tmp"
+            if self.name == "spares":
+                seg = f"v{v}.seg"
+                self._take(self.data, seg)
+            else:
+                seg = f"slot{v % (KEEP + 1)}.seg"
+            self._take(self.mans, tmp)
+            overwrite(os.path.join(self.data, seg), self.segment)
+            overwrite(os.path.join(self.mans, tmp), self.manifest)
+            if self.name == "spares":
+                os.fsync(self.data_fd)  # the segment's new name
+            os.replace(os.path.join(self.mans, tmp), os.path.join(self.mans, f"v{v}.json"))
+            os.fsync(self.mans_fd)
+            if v >= KEEP:
+                self._retire(self.mans, f"v{v - KEEP}.json", v)
+                if self.name == "spares":
+                    self._retire(self.data, f"v{v - KEEP}.seg", v)
         else:
             at = (v % (KEEP + 1)) * self.slot
             overwrite(os.path.join(self.data, "log"), self.segment + self.manifest, at)
