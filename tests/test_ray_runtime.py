@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from runtime_helpers import close, make_trainer, run_steps, saved_rows
 
-from scar.errors import StoreError
+from scar.errors import ScarError, StoreError
 from scar.runtime import RuntimeFailure
 from scar.runtime.local import LocalCluster
 
@@ -24,6 +24,20 @@ def gone(pid: int, polls: int = 500) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def actor_processes() -> set[int]:
+    """Pids of the live processes of this project's Ray actors (shards and workers)."""
+    out = set()
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
+            continue
+        if cmd.startswith((b"ray::ShardServer", b"ray::WorkerNode")) and not gone(int(d), 1):
+            out.add(int(d))
+    return out
 
 
 def test_ray_and_local_runtimes_give_the_same_trajectory(ray_cluster, tmp_path):
@@ -117,6 +131,18 @@ def test_full_recovery_rolls_every_shard_back_then_an_unwritable_store_is_an_err
     with pytest.raises(StoreError, match="shard 0"):
         run_steps(t, 5)
     close(t)
+    # a store a shard cannot create is one clear line when the shards start, and the nodes
+    # that did start are not left running
+    before = actor_processes()
+    with pytest.raises(ScarError) as e:
+        make_trainer(ray_cluster, data / "under-a-file", shards=2, workers=1)
+    assert str(e.value).startswith("shard 0 failed to start: cannot write checkpoint store ")
+    assert "scar.errors" not in str(e.value)
+    for _ in range(500):
+        if actor_processes() <= before:
+            break
+        time.sleep(0.01)
+    assert actor_processes() <= before
 
 
 @pytest.mark.slow

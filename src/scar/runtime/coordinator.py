@@ -88,7 +88,12 @@ class Trainer:
             cluster.start("worker", w, WorkerNode, part, self.layout)
             for w, part in enumerate(split.parts(cfg.workers))
         ]
-        self._started(self.shards + self.workers)
+        try:
+            self._started(self.shards + self.workers)
+        except BaseException:  # one node did not start: the others must not outlive the run
+            for h in self.shards + self.workers:
+                cluster.discard(h)
+            raise
         self.durable = [0] * cfg.shards
         self.iteration = 0
         self.steps = 0
@@ -287,9 +292,7 @@ class Trainer:
         self._before, self._killed_at = None, None
         committed = [self.durable[k] for k in lost]
         for k in lost:
-            discard = getattr(self.cluster, "discard", None)
-            if discard is not None:
-                discard(self.shards[k])
+            self.cluster.discard(self.shards[k])
             self.shards[k] = self._launch_shard(k, None)
         self._started([self.shards[k] for k in lost])  # the replacements start side by side
         if not self.checkpointing:

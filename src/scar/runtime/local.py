@@ -50,6 +50,10 @@ class Cluster(ABC):
     def kill(self, h: Handle) -> None:
         """Kill the node for real (the Ray cluster SIGKILLs its process)."""
 
+    def discard(self, h: Handle) -> None:
+        """Make sure a node given up on (dead, hung, or started with others that failed) is
+        gone. In-process nodes need nothing: dropping them is enough."""
+
     def shutdown(self) -> None:
         """Release the cluster."""
 

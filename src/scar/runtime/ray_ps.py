@@ -110,6 +110,8 @@ class RayCluster(Cluster):
         except ex.RayActorError as e:
             if getattr(e, "actor_init_failed", False):  # its constructor raised: not a death
                 last = str(e).strip().splitlines()[-1]
+                # our own errors say what is wrong already: not their class's dotted name
+                last = re.sub(r"^scar\.errors\.\w+: ", "", last)
                 raise ScarError(f"{h.role} {h.index} failed to start: {last}") from None
             raise NodeLost(h, "died") from None
         except ex.RayTaskError as e:
