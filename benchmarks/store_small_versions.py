@@ -19,6 +19,10 @@ every 16 versions: the store's defaults). Measured per version, as CPU time of t
   flushes every version as the store flushes one of 4 MB or more (the fsyncs concurrent, on
   helper threads, and files reopened for them), to show what flushing a small version's
   files one after another, on descriptors kept open since their write, saves;
+  ``store_group_commit`` flushes only every ``GROUP``-th version, with one ``syncfs`` of
+  the whole file system (Linux), instead of each version's files and folders: the ceiling
+  of a group commit, which the store does not do (a machine crash could then lose up to
+  ``GROUP`` - 1 committed versions);
 * ``raw``: the floor - the same two files per version (the segment's bytes and a 4 KB
   manifest) written to new names with plain ``write``, the segment and the temporary manifest
   fsynced, the manifest renamed into place and its directory fsynced, and the files of the
@@ -28,8 +32,9 @@ Besides the process's CPU, the machine's (``machine_ms_per_version``, from /proc
 kernel's threads too, which write back, complete I/O and discard freed blocks; read as
 ``ray_overhead.py`` reads it) - where reusing files shows most. The rounds rotate the order;
 medians. Prints one line per round and, last, one JSON object with ``store / raw``, the
-store's CPU over the floor's, and ``no_recycle_over_store``, the machine's CPU per version
-without writing new versions over retired files.
+store's CPU over the floor's, ``no_recycle_over_store``, the machine's CPU per version
+without writing new versions over retired files, and ``group_commit_over_store``, with a
+flush every ``GROUP`` versions.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ import tempfile
 # benchmarks/select.py would shadow the standard library's `select`: drop this script's folder.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]  # fmt: skip
 
+import ctypes  # noqa: E402
+import ctypes.util  # noqa: E402  (imports subprocess, hence select)
 import importlib.util  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -72,11 +79,30 @@ def saves(rows: int, fraction: float, n: int, seed: int = 0):
     return out
 
 
+GROUP = 8  # store_group_commit: versions per flush
+
+
+def _syncfs():
+    """Linux ``syncfs`` (flushes the whole file system that holds a descriptor), or None."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+SYNCFS = _syncfs()
+
+
 def run_store(root: str, rows: int, versions, variant: str = "store") -> dict[str, float]:
     """Seconds per version of the store (``ro.Clock``: wall, process and machine CPU; after a
     base save and 16 warm-up versions), as shipped or as one of the variants (no compaction,
-    no fsync, no reuse of retired files, every version flushed as a large one)."""
-    opts = {"fsync": variant != "store_no_fsync", "recycle": variant != "store_no_recycle"}
+    no fsync, no reuse of retired files, every version flushed as a large one, a group
+    commit)."""
+    opts = {
+        "fsync": variant not in ("store_no_fsync", "store_group_commit"),
+        "recycle": variant != "store_no_recycle",
+        "flush_every": GROUP if variant == "store_group_commit" else 0,
+    }
     if variant == "store_no_compaction":
         opts["compact_after"] = 10**9
     large_batch = backends.LARGE_BATCH
@@ -90,7 +116,7 @@ def run_store(root: str, rows: int, versions, variant: str = "store") -> dict[st
 
 def _timed_saves(url: str, rows: int, versions, opts: dict) -> dict[str, float]:
     load_kernels()  # as a shard server does before it serves: no save pays for loading them
-    recycle = opts.pop("recycle")
+    recycle, every = opts.pop("recycle"), opts.pop("flush_every")
     with DurableStore(url, **opts) as s:
         if not recycle:
             s.backend.recycle = s.backend.delete
@@ -99,11 +125,18 @@ def _timed_saves(url: str, rows: int, versions, opts: dict) -> dict[str, float]:
         warm, timed = versions[:16], versions[16:]
         for i, (ids, vals) in enumerate(warm):
             s.save(i + 1, {"w": (ids, vals)})
-        clock = ro.Clock()
-        clock.start()
-        for i, (ids, vals) in enumerate(timed):
-            s.save(i + 17, {"w": (ids, vals)})
-        return clock.per(len(timed))
+        fd = os.open(url, os.O_RDONLY) if every else None
+        try:
+            clock = ro.Clock()
+            clock.start()
+            for i, (ids, vals) in enumerate(timed):
+                s.save(i + 17, {"w": (ids, vals)})
+                if fd is not None and (i + 1) % every == 0 and SYNCFS(fd) != 0:
+                    raise OSError(ctypes.get_errno(), "syncfs failed")
+            return clock.per(len(timed))
+        finally:
+            if fd is not None:
+                os.close(fd)
 
 
 def run_raw(root: str, versions) -> dict[str, float]:
@@ -156,7 +189,7 @@ def main() -> None:
     names = (
         "store", "raw", "store_no_compaction", "store_no_fsync", "store_no_recycle",
         "store_large_mode",
-    )  # fmt: skip
+    ) + (("store_group_commit",) if SYNCFS is not None else ())  # fmt: skip
     res: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for r in range(a.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
@@ -184,6 +217,10 @@ def main() -> None:
     }
     if machine:
         out["no_recycle_over_store"] = round(machine["store_no_recycle"] / machine["store"], 2)
+        if "store_group_commit" in machine:
+            out["group_commit_over_store"] = round(
+                machine["store_group_commit"] / machine["store"], 2
+            )
     print(json.dumps(out))
 
 
