@@ -20,6 +20,7 @@ class VerifyReport:
     bytes: int = 0
     bad: dict[str, str] = field(default_factory=dict)  # path -> what is wrong
     notes: list[str] = field(default_factory=list)  # harmless leftovers
+    spares: list[str] = field(default_factory=list)  # retired files a writer keeps (no note each)
 
     @property
     def ok(self) -> bool:
@@ -34,6 +35,9 @@ def verify(store: DurableStore) -> VerifyReport:
     for name in b.list(MANIFEST_DIR):
         path = f"{MANIFEST_DIR}/{name}"
         v = manifest_version(name)
+        if b.is_spare(name):
+            rep.spares.append(path)
+            continue
         if v is None:
             rep.notes.append(f"{path}: {_unlisted(b, name, 'stray')} (ignored by readers)")
             continue
@@ -69,16 +73,21 @@ def verify(store: DurableStore) -> VerifyReport:
             if not any(v in present for v in listed.get(p, [])):
                 del rep.bad[p]
     for p in b.walk(DATA_DIR):
-        if p not in listed:
+        if b.is_spare(p):
+            rep.spares.append(p)
+        elif p not in listed:
             why = _unlisted(b, p, "an interrupted write")
             rep.notes.append(f"{p}: listed by no manifest ({why}; the next writer deletes it)")
+    if rep.spares:
+        rep.notes.append(
+            f"{len(rep.spares)} retired file(s) kept to write over (.spare-*, ignored by "
+            "readers; the writer deletes them when it closes the store, or the next writer does)"
+        )
     return rep
 
 
 def _unlisted(b, name: str, otherwise: str) -> str:
     """What a file no manifest lists is, by its name."""
-    if b.is_spare(name):
-        return "a retired file a writer keeps to write over"
     if b.is_temporary(name):
         return "temporary file of an interrupted commit"
     return otherwise
