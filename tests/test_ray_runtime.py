@@ -1,5 +1,6 @@
 """The Ray runtime: same numbers as the local runtime, real SIGKILLs, recovery, clear errors."""
 
+import ipaddress
 import os
 import signal
 import time
@@ -173,6 +174,75 @@ def test_chaos_a_shard_killed_every_10_iterations_ends_within_1_percent(ray_clus
         assert f["restored_from"][0] >= f["committed_before"][0] >= 0
         assert f["rows_restored"] > 0 and f["perturbation_norm"] is not None
     assert chaos["totals"]["committed_iteration"] == 215
+
+
+def descendants(pid: int) -> set[int]:
+    """``pid`` and every live process below it (Ray's GCS, raylet, agents and actors)."""
+    children: dict[int, list[int]] = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo += children.get(p, [])
+    return out
+
+
+def bound_addresses(pids: set[int]) -> list[tuple[str, str]]:
+    """(process name, IP address) of every listening TCP socket and every bound UDP socket
+    that one of ``pids`` holds, from /proc/net (addresses as the kernel stores them)."""
+    owner = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                owner[link[8:-1]] = name
+    out = []
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        with open(f"/proc/net/{table}") as f:
+            rows = [line.split() for line in f.read().splitlines()[1:]]
+        for r in rows:
+            listening = r[3] == "0A" if table.startswith("tcp") else True
+            if r[9] in owner and listening:
+                hexip = r[1].split(":")[0]
+                # 32-bit words in host (little-endian) order: reverse each word's bytes
+                raw = b"".join(
+                    bytes.fromhex(hexip[i : i + 8])[::-1] for i in range(0, len(hexip), 8)
+                )
+                out.append((owner[r[9]], str(ipaddress.ip_address(raw))))
+    return out
+
+
+def test_the_cluster_listens_on_loopback_only(ray_cluster, tmp_path):
+    """SPEC §6: no Ray process may accept traffic from outside the machine."""
+    t = make_trainer(ray_cluster, tmp_path, shards=2, workers=1)
+    run_steps(t, 1)
+    bound = bound_addresses(descendants(os.getpid()))
+    names = {n for n, _ in bound}
+    assert {"gcs_server", "raylet"} <= names and len(bound) >= 4, bound  # not vacuous
+    outside = []
+    for name, ip in bound:
+        a = ipaddress.ip_address(ip)
+        a = getattr(a, "ipv4_mapped", None) or a
+        if not a.is_loopback:
+            outside.append((name, ip))
+    assert not outside, outside
+    close(t)
 
 
 def test_one_shard_one_worker_on_ray_applies_every_update(ray_cluster, tmp_path):
