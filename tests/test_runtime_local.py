@@ -2,6 +2,7 @@
 
 import gc
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -276,3 +277,57 @@ def test_the_config_refuses_kill_shards_without_a_kill_at():
     assert TrainConfig().validate().kill_shards is None
     with pytest.raises(ConfigError, match="--kill-shards must be"):
         TrainConfig(kill_at=3, kill_shards=0, iterations=10).validate()
+
+
+@pytest.mark.parametrize("at_kill", [False, True])
+def test_an_interrupted_run_closes_its_stores_and_reports_the_run_so_far(tmp_path, at_kill):
+    """Ctrl-C (SIGINT) during a run: the run stops after the iteration in progress, every save
+    made durable, the stores closed (no spares left), the result so far returned and marked;
+    also right after a kill, before the recovery (the dead shard counts with what it had
+    reported committed)."""
+    from scar.runtime import TrainConfig, Trainer, build_split
+    from scar.store import open_store
+    from scar.store.tools import verify
+
+    stop = 6 if at_kill else 9
+    cfg = TrainConfig(
+        runtime="local", shards=3, workers=2, checkpoint="priority", period=8, iterations=50,
+        kill_at=6 if at_kill else None, fsync=False, store=str(tmp_path / "s"),
+    ).validate()  # fmt: skip
+    t = Trainer(cfg, build_split(cfg), LocalCluster(), cfg.store)
+
+    def progress(it, total):
+        if it == stop:
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C in the terminal would
+
+    doc = t.run(progress)
+    assert doc["interrupted"] is True
+    assert doc["totals"]["iterations"] == stop and len(doc["objective"]) == stop + 1
+    assert doc["failures"] == []  # the kill's recovery never ran
+    dead = [k for k, h in enumerate(t.shards) if h.dead]
+    assert len(dead) == (1 if at_kill else 0)
+    # priority(1/8) at C = 8 saves every iteration: the living shards' last save is durable;
+    # a dead one counts with the last save it had reported committed (up to 2 in flight)
+    committed = min([stop] + [t.durable[k] for k in dead])
+    assert doc["totals"]["committed_iteration"] == committed >= stop - 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+    for k in set(range(3)) - set(dead):  # (a dead in-process shard still holds its store)
+        with open_store(f"{cfg.store}/shard-{k}", readonly=True) as s:
+            rep = verify(s)
+            assert rep.ok and rep.spares == [], (rep.bad, rep.spares)
+            assert s.latest().iteration == stop
+
+
+def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
+    t = make_trainer(LocalCluster(), tmp_path, shards=2, workers=1, iterations=50)
+
+    def progress(it, total):
+        if it == 3:
+            signal.raise_signal(signal.SIGINT)  # the run will stop after this iteration...
+            signal.raise_signal(signal.SIGINT)  # ...but a second Ctrl-C does not wait
+
+    with pytest.raises(KeyboardInterrupt):
+        t.run(progress)
+    assert t.iteration == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    close(t)

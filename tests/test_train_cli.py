@@ -1,8 +1,11 @@
 """`scar train`: every bad flag ends in one line and exit 2; the result JSON's schema."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -196,3 +199,64 @@ def test_mf_and_lda_train_the_same_on_both_runtimes_through_a_kill(ray_cluster, 
     # synchronous writes: no background work, the saves are in checkpoint_seconds
     assert a["totals"]["background_checkpoint_cpu_seconds"] == 0.0
     assert b["totals"]["background_checkpoint_cpu_seconds"] == 0.0
+
+
+def session_processes(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (a run started in a session of its own, Ray's included)."""
+    out = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == sid and fields[0] not in "ZX":
+            out.append(int(d))
+    return out
+
+
+@pytest.mark.parametrize("runtime", ["local", "ray"])
+def test_ctrl_c_stops_the_run_cleanly_and_writes_the_run_so_far(tmp_path, runtime):
+    """Ctrl-C in a terminal signals the whole foreground process group: on Ray that includes
+    the GCS and raylet the driver started, which must not die under the driver. The run
+    stops, every shard's store is closed intact, the result so far is written, exit 130."""
+    from scar.store import open_store
+    from scar.store.tools import verify
+
+    out, store = tmp_path / "r.json", tmp_path / "store"
+    args = ["--runtime", runtime, "--model", "mlr", "--dataset", "digits", "--shards", "2"]
+    args += ["--workers", "1", "--period", "4", "--iterations", "1000000", "--no-fsync"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "scar.cli", "train", *args, "--store", str(store), "-q",
+         "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        # running: both shards have committed more than their first checkpoint
+        while not all(
+            len(list((store / f"shard-{k}" / "manifests").glob("v*.json"))) >= 2 for k in range(2)
+        ):
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.1)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("scar: interrupted after ") and str(out) in line
+    d = json.loads(out.read_text())
+    n = d["totals"]["iterations"]
+    assert d["interrupted"] is True and 0 < n < 1000000 and len(d["objective"]) == n + 1
+    for k in range(2):
+        with open_store(str(store / f"shard-{k}"), readonly=True) as s:
+            rep = verify(s)
+            assert rep.ok and rep.spares == [], (rep.bad, rep.spares)  # closed by the run
+            assert s.latest().iteration >= d["totals"]["committed_iteration"] >= n - 4
+    for _ in range(300):  # Ray's processes went down with the driver
+        if not session_processes(p.pid):
+            break
+        time.sleep(0.1)
+    assert session_processes(p.pid) == []

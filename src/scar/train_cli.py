@@ -118,8 +118,16 @@ def train(
     path = check_output(output)
     doc = _with_progress(lambda progress: run_training(cfg, progress), cfg.iterations, quiet)
     write_json(path, doc)
+    t = doc["totals"]
+    if doc["interrupted"]:  # one line, as for any other stop; the file has the run so far
+        click.echo(
+            f"scar: interrupted after {t['iterations']} of {cfg.iterations} iterations; "
+            f"checkpoints committed up to iteration {t['committed_iteration']}; the run so "
+            f"far -> {path}",
+            err=True,
+        )
+        click.get_current_context().exit(130)
     if not quiet:
-        t = doc["totals"]
         click.echo(
             f"{cfg.model}/{cfg.dataset} on {cfg.runtime}: {t['iterations']} iterations "
             f"({t['steps']} steps), objective {doc['objective_final']:.6g}, "

@@ -26,7 +26,11 @@ re-deal them).
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,6 +63,31 @@ class Failure:
     restored_from: list[int]  # per lost shard: the iteration of its newest committed save
     committed_before: list[int]  # per lost shard: newest save it had reported committed
     objective_after: float  # the objective of the recovered state
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """Within: the first Ctrl-C (SIGINT) sets the event - the run stops after the iteration in
+    progress, closes its shards and reports - and a second one interrupts at once
+    (KeyboardInterrupt). Only where Python's own handler is in place, in the main thread;
+    elsewhere Ctrl-C does what it did (the event is never set)."""
+    stop = threading.Event()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield stop
+        return
+
+    def first(signum, frame) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Trainer:
@@ -341,12 +370,14 @@ class Trainer:
     def _tables_or_none(self) -> dict[str, np.ndarray] | None:
         return None if self._current is None else self._current[1]
 
-    def close(self) -> list[int]:
-        """Wait for every checkpoint to be durable; the newest committed iteration per shard."""
+    def close(self, dead_ok: bool = False) -> list[int]:
+        """Wait for every checkpoint to be durable; the newest committed iteration per shard.
+        ``dead_ok``: a dead shard (a run interrupted between a kill and its recovery) counts
+        with the newest iteration it had reported committed, instead of being an error."""
         out, dead = self._ask(self.shards, "close")
-        if dead:
+        if dead and not dead_ok:
             raise RuntimeFailure(f"shards {dead} died while closing")
-        return out
+        return [self.durable[k] if c is None else c for k, c in enumerate(out)]
 
     # -- a whole run ----------------------------------------------------------------------
     def run(self, progress=None) -> dict[str, Any]:
@@ -354,20 +385,28 @@ class Trainer:
         rng = np.random.default_rng([cfg.seed, 0x4B11])
         killed: set[int] = set()
         t0 = time.perf_counter()
-        while self.iteration < cfg.iterations:
-            self.step()
-            it = self.iteration
-            due = (cfg.kill_at == it) or (cfg.kill_every is not None and it % cfg.kill_every == 0)
-            if due and it not in killed and it < cfg.iterations:
-                killed.add(it)
-                n = cfg.kill_shards if cfg.kill_at is not None else 1
-                self.kill(sorted(rng.choice(cfg.shards, size=n, replace=False).tolist()))
-            if progress is not None:
-                progress(it, cfg.iterations)
-        committed = self.close()
+        with _stop_on_ctrl_c() as stop:
+            while self.iteration < cfg.iterations and not stop.is_set():
+                self.step()
+                it = self.iteration
+                due = (cfg.kill_at == it) or (
+                    cfg.kill_every is not None and it % cfg.kill_every == 0
+                )
+                if due and it not in killed and it < cfg.iterations:
+                    killed.add(it)
+                    n = cfg.kill_shards if cfg.kill_at is not None else 1
+                    self.kill(sorted(rng.choice(cfg.shards, size=n, replace=False).tolist()))
+                if progress is not None:
+                    progress(it, cfg.iterations)
+            interrupted = self.iteration < cfg.iterations
+            at = self.iteration
+            if interrupted and self._current is not None and self.trajectory[-1][0] != at:
+                self.trajectory.append((at, self.objective()))  # where it stopped
+            # a dead shard is one killed just before the stop, never recovered
+            committed = self.close(dead_ok=interrupted)
         wall = time.perf_counter() - t0
         cpu = self._lost_background_cpu + self._background_cpu(self.shards)
-        return self.result(wall, committed, cpu)
+        return self.result(wall, committed, cpu, interrupted)
 
     def _background_cpu(self, handles: list[Handle]) -> float:
         """CPU seconds of these shards' background checkpoint work so far: their save threads'
@@ -381,11 +420,16 @@ class Trainer:
         )
 
     def result(
-        self, wall: float, committed: list[int], background_cpu_seconds: float = 0.0
+        self,
+        wall: float,
+        committed: list[int],
+        background_cpu_seconds: float = 0.0,
+        interrupted: bool = False,
     ) -> dict[str, Any]:
         its, objs = zip(*self.trajectory, strict=True)
         return {
             "config": asdict(self.cfg),
+            "interrupted": interrupted,  # stopped by Ctrl-C before cfg.iterations
             "objective": list(objs),
             "iterations": list(its),
             "objective_final": objs[-1],
