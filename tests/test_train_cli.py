@@ -218,8 +218,9 @@ def session_processes(sid: int) -> list[int]:
 @pytest.mark.parametrize("runtime", ["local", "ray"])
 def test_ctrl_c_stops_the_run_cleanly_and_writes_the_run_so_far(tmp_path, runtime):
     """Ctrl-C in a terminal signals the whole foreground process group: on Ray that includes
-    the GCS and raylet the driver started, which must not die under the driver. The run
-    stops, every shard's store is closed intact, the result so far is written, exit 130."""
+    the GCS and raylet the driver started, which must keep serving until the driver is done.
+    The run stops, every shard's store is closed intact, the result so far is written, exit
+    130, and no process of the run is left."""
     from scar.store import open_store
     from scar.store.tools import verify
 

@@ -8,11 +8,9 @@ actor's process; its death surfaces as ``RayActorError`` on the next call (or a 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
-import threading
 from typing import Any
 
 from ..errors import ScarError
@@ -72,33 +70,14 @@ def init_ray(num_cpus: int = 2) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
-    with _sigint_ignored_by_children():
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            _node_ip_address="127.0.0.1",
-        )
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _node_ip_address="127.0.0.1",
+    )
     return True
-
-
-@contextlib.contextmanager
-def _sigint_ignored_by_children():
-    """The processes started meanwhile (Ray's GCS, raylet and agents, which share the driver's
-    process group, and through the raylet every actor) ignore SIGINT: a Ctrl-C in the terminal
-    reaches only the driver, which stops the run and shuts the cluster down itself
-    (``Trainer.run`` ends an interrupted run cleanly), instead of the cluster dying under it.
-    Only from the main thread (elsewhere signals cannot be set): nothing changes there."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # not replaced by Ray meanwhile
-            signal.signal(signal.SIGINT, before)
 
 
 class RayCluster(Cluster):
