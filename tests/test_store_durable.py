@@ -1017,3 +1017,34 @@ def test_increasing_is_strictly_sorted_with_either_loops(loops):
         assert increasing(a) is want, ids
         assert increasing(np.repeat(a, 2)[::2]) is want, ids  # a strided view
     assert increasing(np.array([0, 2], np.int32)) is True  # another int type: numpy's
+
+
+def test_reopening_a_store_of_full_checkpoints_does_not_load_the_compiled_loops(tmp_path):
+    """A replacement shard reopens its store and reads every row: with only full checkpoints
+    (dense chunks) that needs no compiled loop, and loading them (numba, ~0.5 s) would stand
+    between the kill and the restored shard serving again (ray_recovery.py)."""
+    import subprocess
+    import sys
+
+    from scar.store.index import COMPILED_ROWS
+
+    n = 8 * COMPILED_ROWS  # chunks of COMPILED_ROWS rows and more
+    url = str(tmp_path / "s")
+    with DurableStore(url, chunk_bytes=4 * COMPILED_ROWS) as s:
+        s.open([TableSpec("w", n, 1)])
+        for it in range(4):  # the live set replays a full save over a full save
+            s.save(it, {"w": (None, np.full((n, 1), it, np.float32))})
+    code = (
+        "import sys, numpy as np\n"
+        "from scar.store import DurableStore\n"
+        f"s = DurableStore({url!r})\n"
+        "w = s.read_rows('w')\n"
+        "s.save(4, {'w': (None, w + 1)})\n"  # and writes the next full checkpoint
+        "s.close()\n"
+        "assert (w == 3).all(), w\n"
+        "print(sorted(m for m in ('numba', 'scar.store._kernels') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+    assert (DurableStore(url, readonly=True).read_rows("w") == 4).all()

@@ -127,10 +127,19 @@ class LiveSet:
         n = 0  # places of self._tally touched
         for seg, ids, _ in updates:
             t, owner, rows = self.tables[seg.table], self.owner[seg.table], self._rows(seg, ids)
-            kernels = compiled(t.chunk_rows(seg.chunk) if ids is None else ids.size)
-            if kernels is None or span > _DENSE_UIDS:  # sort the owners (a very old segment
-                old = owner[rows]  # still lives, or the compiled loops are not loaded)
-                uids, counts = np.unique(old[old >= 0], return_counts=True)
+            # a whole chunk does not load the compiled loops: a process that reopens a store
+            # of full checkpoints (a replacement shard) would wait ~0.5 s for them, numpy's
+            # count over the chunk takes milliseconds
+            kernels = compiled(0 if ids is None else ids.size)
+            if kernels is None or span > _DENSE_UIDS:
+                old = owner[rows]
+                old = old[old >= 0]
+                if ids is None and span <= old.size:  # count in an array no larger than rows
+                    counts = np.bincount(old - lo)
+                    uids = np.flatnonzero(counts)
+                    counts, uids = counts[uids], uids + lo
+                else:  # sort the owners (a very old segment still lives, or few rows)
+                    uids, counts = np.unique(old, return_counts=True)
                 lost.update(dict(zip(uids.tolist(), counts.tolist(), strict=True)))
                 continue
             if self._tally.size < span:  # uids are dense: tally in an array, no sorting
