@@ -76,11 +76,15 @@ def test_sigkilled_shard_is_replaced_and_partially_restored_then_a_dead_worker_i
     )
     run_steps(t, 9)
     old_pid = t.shards[1].meta["pid"]
+    standby_pid = ray_cluster.get(t.standby, ray_cluster.call(t.standby, "pid"))
     before = t.tables["weights"].copy()
     t.kill([1])
     assert gone(old_pid)  # the process is really dead
     after = t.refresh()["weights"]
-    assert t.shards[1].meta["pid"] != old_pid
+    # the standby process became shard 1, and a new standby was started for the next loss
+    assert t.shards[1].meta["pid"] == standby_pid != old_pid
+    next_pid = ray_cluster.get(t.standby, ray_cluster.call(t.standby, "pid"))
+    assert next_pid not in (standby_pid, old_pid)
     rows = t.layout.rows(1)["weights"]
     survivors = np.setdiff1d(np.arange(before.shape[0]), rows)
     np.testing.assert_array_equal(after[survivors], before[survivors])
@@ -95,6 +99,18 @@ def test_sigkilled_shard_is_replaced_and_partially_restored_then_a_dead_worker_i
     assert f.restored_from[0] >= f.committed_before[0]  # nothing committed was lost
     run_steps(t, 3)  # the run goes on
     assert t.iteration == 12 and t.trajectory[-1][1] < t.trajectory[0][1]
+    # a dead standby is no replacement: a new process is started instead
+    os.kill(next_pid, signal.SIGKILL)
+    assert gone(next_pid)
+    before = t.tables["weights"].copy()
+    t.kill([0])
+    after = t.refresh()["weights"]
+    assert t.shards[0].meta["pid"] not in (next_pid, standby_pid)
+    rows = t.layout.rows(0)["weights"]
+    np.testing.assert_array_equal(after[rows], saved_rows(t.cfg.store, 0))
+    survivors = np.setdiff1d(np.arange(before.shape[0]), rows)
+    np.testing.assert_array_equal(after[survivors], before[survivors])
+    run_steps(t, 1)
     # a dead worker ends the run with a clear error, not a hang
     os.kill(t.workers[0].meta["pid"], signal.SIGKILL)
     with pytest.raises(RuntimeFailure, match="worker 0 died"):

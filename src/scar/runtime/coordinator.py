@@ -40,7 +40,7 @@ from ..errors import ScarError
 from ..policies import make_policy
 from .config import TrainConfig
 from .local import Cluster, Handle, NodeLost
-from .nodes import CheckpointConfig, ShardServer, WorkerNode, norm_between
+from .nodes import CheckpointConfig, ShardServer, StandbyShard, WorkerNode, norm_between
 from .split import Layout, Split
 
 KEEP_STATES = 6  # worker-state snapshots kept for full rollbacks (the stores keep 3 versions)
@@ -123,6 +123,8 @@ class Trainer:
             for h in self.shards + self.workers:
                 cluster.discard(h)
             raise
+        # a started shard process kept ready to replace a lost shard (``_replacement``)
+        self.standby: Handle | None = self._start_standby()
         self.durable = [0] * cfg.shards
         self.iteration = 0
         self.steps = 0
@@ -151,6 +153,30 @@ class Trainer:
         return self.cluster.start(
             "shard", k, ShardServer, k, self.layout, self.split.rule, self.ckpt, rows
         )
+
+    def _start_standby(self) -> Handle:
+        """Start a shard process that waits to replace one (not awaited: it starts while the
+        run goes on)."""
+        return self.cluster.start("standby", 0, StandbyShard, self.layout, self.ckpt)
+
+    def _replacement(self, k: int) -> Handle:
+        """A new shard ``k`` with no rows yet: the standby, made shard ``k``, if it is alive,
+        else a new process."""
+        standby, self.standby = self.standby, None
+        if standby is not None:
+            h = Handle("shard", k, standby.actor)
+            args = (k, self.layout, self.split.rule, self.ckpt, None)
+            try:
+                h.meta["pid"] = self.cluster.get(
+                    h, self.cluster.call(h, "become", *args), self.cfg.timeout
+                )
+                return h
+            except NodeLost:  # it died meanwhile: start one the usual way
+                self.cluster.discard(standby)
+            except BaseException:  # it could not become shard k (its store): nor would another
+                self.cluster.discard(standby)
+                raise
+        return self._launch_shard(k, None)
 
     def _ask(self, handles: list[Handle], method: str, *args: Any) -> tuple[list[Any], list[int]]:
         """Call ``method`` on every node; (results, indices of the nodes found dead)."""
@@ -322,8 +348,9 @@ class Trainer:
         committed = [self.durable[k] for k in lost]
         for k in lost:
             self.cluster.discard(self.shards[k])
-            self.shards[k] = self._launch_shard(k, None)
-        self._started([self.shards[k] for k in lost])  # the replacements start side by side
+            self.shards[k] = self._replacement(k)
+        # the replacements start side by side
+        self._started([self.shards[k] for k in lost if "pid" not in self.shards[k].meta])
         if not self.checkpointing:
             self._ask([self.shards[k] for k in lost], "set_checkpointing", False)
         target = None
@@ -350,6 +377,8 @@ class Trainer:
         }
         self._reconcile(rows, at, target)
         restored = time.perf_counter()
+        if self.standby is None:  # for the next failure, while the run goes on
+            self.standby = self._start_standby()
         norm = None if before_tables is None else norm_between(self.tables, before_tables)
         self.failures.append(
             Failure(
@@ -374,6 +403,9 @@ class Trainer:
         """Wait for every checkpoint to be durable; the newest committed iteration per shard.
         ``dead_ok``: a dead shard (a run interrupted between a kill and its recovery) counts
         with the newest iteration it had reported committed, instead of being an error."""
+        if self.standby is not None:
+            self.cluster.discard(self.standby)
+            self.standby = None
         out, dead = self._ask(self.shards, "close")
         if dead and not dead_ok:
             raise RuntimeFailure(f"shards {dead} died while closing")

@@ -156,6 +156,19 @@ class SaveThread:
             self._thread = None
 
 
+def warm_up_kernels(tables: set[tuple[np.dtype, int]]) -> None:
+    """Load the store's compiled loops and the selection's kernels for tables of these
+    (dtype, width): see ``ShardServer._warm_up``."""
+    from ..select import single_threaded, warm_up, warm_up_rows
+    from ..store.index import load_kernels
+
+    load_kernels()
+    with single_threaded():
+        for dtype, width in tables:
+            warm_up_rows(dtype, width)
+            warm_up(dtype)  # the scores' dtype: the table's (live and saved share it)
+
+
 class ShardServer:
     """Parameter-server shard ``k``. ``initial`` = its rows of the starting tables; None for a
     replacement, whose rows stay NaN until ``restore`` or ``rollback`` reads them back."""
@@ -212,14 +225,7 @@ class ShardServer:
         (``scar.store.index.compiled``), not only the large ones. The selection's radix
         kernels are compiled here too if numba's cache does not hold them yet (the first run
         of an installation: seconds, which its first priority save would otherwise wait)."""
-        from ..select import single_threaded, warm_up, warm_up_rows
-        from ..store.index import load_kernels
-
-        load_kernels()
-        with single_threaded():
-            for dtype, width in {(t.dtype, t.shape[1]) for t in self.state.values()}:
-                warm_up_rows(dtype, width)
-                warm_up(dtype)  # the scores' dtype: the table's (live and saved share it)
+        warm_up_kernels({(t.dtype, t.shape[1]) for t in self.state.values()})
 
     # -- serving --------------------------------------------------------------------------
     def pid(self) -> int:
@@ -402,6 +408,31 @@ class ShardServer:
                 self._saver.close()
             self.store.close()
         return durable
+
+
+class StandbyShard(ShardServer):
+    """A started shard process that serves nothing yet: ``become`` makes it shard ``k`` (a
+    replacement, whose rows ``restore`` or ``rollback`` then read back). It has paid at
+    start-up for what a replacement otherwise pays between a kill and serving again - on Ray
+    a new process (~0.6 s here) and, for priority checkpoints, loading the compiled kernels
+    for the layout's tables (~0.75 s) - so the coordinator keeps one ready while it trains
+    and starts the next after each recovery."""
+
+    def __init__(self, layout: Layout, ckpt: CheckpointConfig) -> None:
+        if isinstance(shard_policy(ckpt, 0, {}), TrackedPriority):
+            warm_up_kernels({(np.dtype(layout.dtypes[n]), s[1]) for n, s in layout.shapes.items()})
+
+    def become(
+        self,
+        k: int,
+        layout: Layout,
+        rule: ServerRule,
+        ckpt: CheckpointConfig,
+        initial: Mapping[str, np.ndarray] | None = None,
+    ) -> int:
+        """Start serving as shard ``k`` (as ``ShardServer(k, ...)`` would); its pid."""
+        ShardServer.__init__(self, k, layout, rule, ckpt, initial)
+        return os.getpid()
 
 
 class WorkerNode:
