@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from scar.runtime import TrainConfig, Trainer, build_split
@@ -67,3 +69,24 @@ def lda_counts(trainer: Trainer) -> tuple[np.ndarray, np.ndarray]:
     ndt = np.zeros((alg.corpus.n_docs, alg.p.topics), np.int32)
     _count(alg.words, alg.docs, z, nwt, ndt)
     return nwt, ndt
+
+
+def stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, parent pid, process
+    group, session, ...), or None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def live_processes() -> dict[int, list[str]]:
+    """pid -> ``stat_fields`` of every process that has not exited (a zombie not yet reaped
+    by its parent counts as exited)."""
+    out = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        fields = stat_fields(d)
+        if fields is not None and fields[0] not in "ZX":
+            out[int(d)] = fields
+    return out

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from runtime_helpers import close, make_trainer, run_steps, saved_rows
+from runtime_helpers import close, live_processes, make_trainer, run_steps, saved_rows, stat_fields
 
 from scar.errors import ScarError, StoreError
 from scar.runtime import RuntimeFailure
@@ -17,11 +17,8 @@ from scar.runtime.local import LocalCluster
 def gone(pid: int, polls: int = 500) -> bool:
     """The process has exited (a zombie not yet reaped by its parent counts as exited)."""
     for _ in range(polls):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
-                    return True
-        except FileNotFoundError:
+        fields = stat_fields(pid)
+        if fields is None or fields[0] in "ZX":
             return True
         time.sleep(0.01)
     return False
@@ -30,14 +27,14 @@ def gone(pid: int, polls: int = 500) -> bool:
 def actor_processes() -> set[int]:
     """Pids of the live processes of this project's Ray actors (shards and workers)."""
     out = set()
-    for d in os.listdir("/proc"):
+    for pid in live_processes():
         try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read()
-        except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        if cmd.startswith((b"ray::ShardServer", b"ray::WorkerNode")) and not gone(int(d), 1):
-            out.add(int(d))
+        if cmd.startswith((b"ray::ShardServer", b"ray::WorkerNode")):
+            out.add(pid)
     return out
 
 
@@ -195,13 +192,8 @@ def test_chaos_a_shard_killed_every_10_iterations_ends_within_1_percent(ray_clus
 def descendants(pid: int) -> set[int]:
     """``pid`` and every live process below it (Ray's GCS, raylet, agents and actors)."""
     children: dict[int, list[int]] = {}
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
+    for p, fields in live_processes().items():
+        children.setdefault(int(fields[1]), []).append(p)
     out, todo = set(), [pid]
     while todo:
         p = todo.pop()

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from runtime_helpers import live_processes
 
 
 def scar(*args):
@@ -203,16 +204,7 @@ def test_mf_and_lda_train_the_same_on_both_runtimes_through_a_kill(ray_cluster, 
 
 def session_processes(sid: int) -> list[int]:
     """Live processes of session ``sid`` (a run started in a session of its own, Ray's included)."""
-    out = []
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[3]) == sid and fields[0] not in "ZX":
-            out.append(int(d))
-    return out
+    return [p for p, fields in live_processes().items() if int(fields[3]) == sid]
 
 
 @pytest.mark.parametrize("runtime", ["local", "ray"])
