@@ -247,7 +247,7 @@ def overhead(base: np.ndarray, wall: np.ndarray) -> tuple[float, list[float]]:
 
 def discard(cluster, trainers: dict[str, Trainer]) -> None:
     for t in trainers.values():
-        for h in t.shards + t.workers + [t.standby] * (t.standby is not None):
+        for h in t.shards + t.workers + ([t.standby] if t.standby is not None else []):
             cluster.discard(h)
 
 

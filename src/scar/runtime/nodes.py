@@ -420,7 +420,7 @@ class StandbyShard(ShardServer):
 
     def __init__(self, layout: Layout, ckpt: CheckpointConfig) -> None:
         if isinstance(shard_policy(ckpt, 0, {}), TrackedPriority):
-            warm_up_kernels({(np.dtype(layout.dtypes[n]), s[1]) for n, s in layout.shapes.items()})
+            warm_up_kernels({(layout.dtypes[n], s[1]) for n, s in layout.shapes.items()})
 
     def become(
         self,

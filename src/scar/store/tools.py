@@ -39,7 +39,8 @@ def verify(store: DurableStore) -> VerifyReport:
             rep.spares.append(path)
             continue
         if v is None:
-            rep.notes.append(f"{path}: {_unlisted(b, name, 'stray')} (ignored by readers)")
+            what = "temporary file of an interrupted commit" if b.is_temporary(name) else "stray"
+            rep.notes.append(f"{path}: {what} (ignored by readers)")
             continue
         try:
             data = b.read(path)
@@ -76,21 +77,15 @@ def verify(store: DurableStore) -> VerifyReport:
         if b.is_spare(p):
             rep.spares.append(p)
         elif p not in listed:
-            why = _unlisted(b, p, "an interrupted write")
-            rep.notes.append(f"{p}: listed by no manifest ({why}; the next writer deletes it)")
+            rep.notes.append(
+                f"{p}: listed by no manifest (an interrupted write; the next writer deletes it)"
+            )
     if rep.spares:
         rep.notes.append(
             f"{len(rep.spares)} retired file(s) kept to write over (.spare-*, ignored by "
             "readers; the writer deletes them when it closes the store, or the next writer does)"
         )
     return rep
-
-
-def _unlisted(b, name: str, otherwise: str) -> str:
-    """What a file no manifest lists is, by its name."""
-    if b.is_temporary(name):
-        return "temporary file of an interrupted commit"
-    return otherwise
 
 
 def _segment(data: bytes, seg, table) -> None:
