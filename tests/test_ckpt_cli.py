@@ -6,6 +6,7 @@ table shapes, unwritable path)."""
 import json
 import tempfile
 import warnings
+import zipfile
 from dataclasses import replace
 
 import numpy as np
@@ -281,3 +282,169 @@ def test_unlock_of_a_local_store_held_by_a_running_writer(tmp_path, capsys):
     writer.close()
     code, out, _ = scar(capsys, "ckpt", "unlock", url)
     assert code == 0 and out.strip() == f"{url}: not locked"
+
+
+def odd_store(url, names):
+    """One full version of 3 x 2 tables ``names``: table i holds i + row/10."""
+    with DurableStore(url) as s:
+        s.open([TableSpec(n, 3, 2) for n in names])
+        s.save(0, {n: (None, odd_values(i)) for i, n in enumerate(names)})
+        s.save(5, {names[0]: (np.array([1]), np.full((1, 2), -1, np.float32))})
+
+
+def odd_values(i):
+    return np.repeat(i + np.arange(3, dtype=np.float32)[:, None] / 10, 2, axis=1)
+
+
+ODD_NAMES = [
+    *("allow_pickle", "file", "args", "kwds", "mmap_mode"),  # np.savez's / np.load's parameters
+    *("a.b", "x/y", "a\\b", "x/./y", ".hidden", "with space", "ünï cødé 表", "", "a.npy.b"),
+]
+
+
+def test_restore_writes_every_table_name_as_its_npz_key(tmp_path, capsys):
+    """Every table name is the key np.load gives its array, however odd (np.savez took them as
+    keyword arguments: 'allow_pickle' was dropped, 'file' a traceback)."""
+    url = str(tmp_path / "store")
+    odd_store(url, ODD_NAMES)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    npz = out_dir / "r.npz"
+    code, out, err = scar(capsys, "ckpt", "restore", url, "-o", npz, "--iterations")
+    assert code == 0, err
+    assert f"{2 * len(ODD_NAMES)} arrays from version 1 (iteration 5)" in out
+    with np.load(npz, allow_pickle=False) as f:
+        assert sorted(f.files) == sorted(ODD_NAMES + [n + ".saved_iteration" for n in ODD_NAMES])
+        for i, n in enumerate(ODD_NAMES):
+            want, iters = odd_values(i), [0, 0, 0]
+            if i == 0:
+                want[1], iters[1] = -1, 5
+            np.testing.assert_array_equal(f[n], want)
+            assert f[n].dtype == np.float32
+            assert f[n + ".saved_iteration"].tolist() == iters
+    with zipfile.ZipFile(npz) as z:  # plain .npy members, nothing outside the folder
+        assert sorted(z.namelist()) == sorted(f"{k}.npy" for k in f.files)
+        z.extractall(tmp_path / "unzipped")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "store", "unzipped"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["r.npz"]  # no temporary file left
+
+
+def test_restore_refuses_iterations_that_would_overwrite_a_table(tmp_path, capsys):
+    """With --iterations, w's iterations would be written as 'w.saved_iteration', the name of
+    another table (np.savez's keyword arguments let one overwrite the other): one line naming
+    both, nothing written. Without --iterations both tables are written."""
+    url = str(tmp_path / "store")
+    odd_store(url, ["w", "w.saved_iteration"])
+    npz = tmp_path / "r.npz"
+    code, _, err = scar(capsys, "ckpt", "restore", url, "-o", npz, "--iterations")
+    assert code == 2
+    one_error_line(err, "saved iterations of table 'w' as 'w.saved_iteration', which is the name")
+    assert "restore without --iterations" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+    code, _, err = scar(capsys, "ckpt", "restore", url, "-o", npz)
+    assert code == 0, err
+    with np.load(npz, allow_pickle=False) as f:
+        assert sorted(f.files) == ["w", "w.saved_iteration"]
+        np.testing.assert_array_equal(f["w.saved_iteration"], odd_values(1))
+
+
+@pytest.mark.parametrize(
+    ("names", "iterations", "match"),
+    [
+        (["w", "../evil"], False, "table '../evil' to a .npz: the name has a '..' part"),
+        (["a/../../evil"], False, "has a '..' part"),
+        (["..\\evil"], False, "has a '..' part"),
+        (["/tmp/evil"], False, "table '/tmp/evil' to a .npz: the name is an absolute path"),
+        (["\\evil"], False, "is an absolute path"),
+        (["C:evil"], False, "is an absolute path"),
+        (["a\0b"], False, "has a NUL character"),
+        (["x" * 70000], False, "the name is 70004 bytes long in UTF-8"),
+        (["a", "a.npy"], False, "both table 'a' and table 'a.npy' to a .npz: np.load reads"),
+        (["a", "a.saved_iteration.npy"], True, "both the saved iterations of table 'a'"),
+    ],
+)
+def test_restore_refuses_a_name_that_is_unsafe_or_ambiguous_in_a_zip(
+    tmp_path, capsys, names, iterations, match
+):
+    url = str(tmp_path / "store")
+    odd_store(url, names)
+    args = ["--iterations"] if iterations else []
+    code, _, err = scar(capsys, "ckpt", "restore", url, "-o", tmp_path / "r.npz", *args)
+    assert code == 2
+    one_error_line(err, match)
+    assert len(err) < 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def damage_manifest(url, version):
+    """Cut the manifest of ``version`` to 100 bytes (on any backend)."""
+    from scar.store.backends import backend_for
+
+    b, path = backend_for(url), f"manifests/{manifest_name(version)}"
+    data = b.read(path)
+    b.delete([path])
+    b.commit(path, data[:100])
+    return path
+
+
+def test_ls_of_a_store_whose_only_manifest_is_corrupt_exits_1(url, capsys):
+    """It names the bad file and says that no intact checkpoint is left (before: 'no committed
+    checkpoint', exit 0); a store with no version yet is still exit 0."""
+    with DurableStore(url) as s:
+        s.open(SPECS)
+        s.save(0, {"w": (None, np.ones((12, 3), np.float32)), "u": (None, np.ones((5, 1)))})
+    bad = damage_manifest(url, 0)
+    code, out, err = scar(capsys, "ckpt", "ls", url)
+    assert code == 1
+    assert out.strip() == f"{url}: no intact checkpoint: unreadable {bad}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"scar: warning: {url}: {bad}: truncated")
+    code, out, err = scar(capsys, "ckpt", "ls", "--json", url)
+    assert code == 1
+    doc = json.loads(out)
+    assert sorted(doc) == ["problems", "url", "versions"]
+    assert doc["url"] == url and doc["versions"] == [] and list(doc["problems"]) == [bad]
+    assert bad in err
+
+    if "://" in url:
+        return  # an object store with no version yet has no object to find it by
+    empty = url + "-empty"
+    DurableStore(empty).close()
+    for args in ([], ["--json"]):
+        code, out, err = scar(capsys, "ckpt", "ls", empty, *args)
+        assert code == 0 and err == ""
+    code, out, _ = scar(capsys, "ckpt", "ls", empty)
+    assert out.strip() == f"{empty}: no committed checkpoint"
+
+
+def test_ls_names_a_bad_manifest_once_and_exits_0_while_a_version_is_intact(tmp_path, capsys):
+    url = str(tmp_path / "store")
+    make_store(url)
+    damage_manifest(url, 2)
+    damage_manifest(url, 0)
+    code, out, err = scar(capsys, "ckpt", "ls", url)
+    assert code == 0
+    assert [line.split()[:3] for line in out.splitlines()[1:]] == [["1", "4", "partial"]]
+    assert err.count(manifest_name(2)) == 1 and err.count(manifest_name(0)) == 1
+    assert all(line.startswith("scar: warning: ") for line in err.strip().splitlines())
+    code, out, _ = scar(capsys, "ckpt", "ls", "--json", url)
+    assert code == 0 and [v["version"] for v in json.loads(out)["versions"]] == [1]
+
+
+def test_ls_of_a_run_exits_1_if_one_store_has_no_intact_version(url, capsys):
+    make_store(f"{url}/shard-0")
+    make_store(f"{url}/shard-1")
+    for v in (0, 1, 2):
+        damage_manifest(f"{url}/shard-1", v)
+    code, out, err = scar(capsys, "ckpt", "ls", url)
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == f"{url}/shard-0:" and len(lines) == 7  # header, table of 3, shard-1
+    assert lines[-2] == f"{url}/shard-1:"
+    assert lines[-1].startswith(f"{url}/shard-1: no intact checkpoint: unreadable manifests/")
+    assert err.count("scar: warning: ") == 3
+    code, out, _ = scar(capsys, "ckpt", "ls", "--json", url)
+    assert code == 1
+    stores = json.loads(out)["stores"]
+    assert [len(d["versions"]) for d in stores] == [3, 0]
+    assert [len(d["problems"]) for d in stores] == [0, 3]

@@ -16,7 +16,9 @@ import shutil
 import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import click
 import numpy as np
@@ -88,23 +90,30 @@ def ckpt() -> None:
 @ckpt.command("ls")
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def ls_cmd(url: str, as_json: bool) -> None:
+@click.pass_context
+def ls_cmd(ctx: click.Context, url: str, as_json: bool) -> None:
     """List the committed versions of a store (of each store, for the URL of a ``scar train``
-    or ``scar experiment --store``)."""
+    or ``scar experiment --store``); each unreadable manifest is named on stderr. Exit status
+    0, or 1 if a store has unreadable manifests and no intact version left (a store with no
+    version yet is 0)."""
     kids = _children(url)
     if not kids:
-        _ls(url, as_json)
+        docs = [_ls(url, as_json)]
     elif as_json:
         docs = [_ls(kid, True, echo=False) for kid in kids]
         click.echo(json.dumps({"url": url, "stores": docs}))
     else:
+        docs = []
         for kid in kids:
             click.echo(f"{kid}:")
-            _ls(kid, False)
+            docs.append(_ls(kid, False))
+    if any(not d["versions"] and d["problems"] for d in docs):
+        ctx.exit(1)
 
 
 def _ls(url: str, as_json: bool, echo: bool = True) -> dict:
-    with _warnings_to_stderr():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointWarning)
         store = _open(url)
         rows = [
             {
@@ -117,13 +126,22 @@ def _ls(url: str, as_json: bool, echo: bool = True) -> dict:
             }
             for m in store.intact()
         ]
+    # Each bad file once: the warning of a store read from an older version names them all.
+    said = [" ".join(str(w.message).split()) for w in caught]
+    bad = [" ".join(why.split()) for why in store.problems.values()]
+    said += [f"{url}: {why}" for why in bad if not any(why in s for s in said)]
+    for line in said:
+        click.echo(f"scar: warning: {line}", err=True)
     doc = {"url": url, "versions": rows, "problems": store.problems}
     if as_json:
         if echo:
             click.echo(json.dumps(doc))
         return doc
     if not rows:
-        click.echo(f"{url}: no committed checkpoint")
+        if store.problems:
+            click.echo(f"{url}: no intact checkpoint: unreadable {', '.join(store.problems)}")
+        else:
+            click.echo(f"{url}: no committed checkpoint")
         return doc
     click.echo(f"{'version':>8} {'iteration':>10} {'kind':>8} {'rows':>10} {'bytes':>10}  created")
     for r in rows:
@@ -133,8 +151,6 @@ def _ls(url: str, as_json: bool, echo: bool = True) -> dict:
             f"{r['version']:>8} {r['iteration']:>10} {kind:>8} {r['rows']:>10} "
             f"{_size(r['stored_bytes']):>10}  {when}"
         )
-    for why in store.problems.values():
-        click.echo(f"scar: warning: {why}", err=True)
     return doc
 
 
@@ -219,7 +235,16 @@ def _verify(url: str, quiet: bool) -> bool:
 @click.option("--output", "-o", required=True, help="The .npz file to write.")
 @click.option("--iterations", is_flag=True, help="Also write <table>.saved_iteration arrays.")
 def restore(url: str, version: int | None, output: str, iterations: bool) -> None:
-    """Write the saved value of every row (as of a version) to a .npz of plain arrays."""
+    """Write the saved value of every row (as of a version) to a .npz of plain arrays: table
+    NAME is the array ``np.load(FILE)[NAME]`` (member NAME.npy), whatever the name; with
+    --iterations its rows' saved iterations are NAME.saved_iteration.
+
+    Nothing is written (exit status 2) when a key would be ambiguous or unsafe: with
+    --iterations, a table whose NAME.saved_iteration is the name of another table (restore
+    without --iterations); two keys NAME and NAME.npy (np.load reads member NAME.npy for
+    both); a name that is absolute (/x, \\x, C:x), has a '..' part (split at / and \\: an
+    unzip tool would write it outside the folder it extracts to), a NUL character, or is not
+    valid Unicode."""
     from .cli import check_output
 
     path = check_output(output)
@@ -229,39 +254,111 @@ def restore(url: str, version: int | None, output: str, iterations: bool) -> Non
         if version is not None:
             store.checkout(version)
         store._require_view()  # a clear error for a store with no (intact) version
-        arrays = {}
-        for name in store.specs:
-            arrays[name] = store.read_rows(name)
-            if iterations:
-                arrays[f"{name}.saved_iteration"] = store.saved_iteration(name)
+        keys = _npz_keys(list(store.specs), iterations)
+        arrays = {
+            key: store.saved_iteration(name) if its else store.read_rows(name)
+            for key, (name, its) in keys.items()
+        }
         info = store.latest()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    _write_npz(path, arrays)
     click.echo(
         f"{path}: {len(arrays)} arrays from version {info.version} (iteration {info.iteration})"
     )
 
 
+_ITERATIONS = ".saved_iteration"
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def _npz_keys(tables: list[str], iterations: bool) -> dict[str, tuple[str, bool]]:
+    """The keys ``restore`` writes, in order: key -> (table, whether it holds the table's saved
+    iterations). :class:`StoreError` for a key that cannot round-trip through ``np.load`` or
+    that could escape the folder a zip tool extracts the archive to."""
+    keys = {name: (name, False) for name in tables}
+    if iterations:
+        for name in tables:
+            key = name + _ITERATIONS
+            if key in keys:
+                raise StoreError(
+                    f"--iterations would write the saved iterations of table {_shown(name)} as "
+                    f"{_shown(key)}, which is the name of another table; restore without "
+                    "--iterations"
+                )
+            keys[key] = (name, True)
+
+    def what(key: str) -> str:
+        name, its = keys[key]
+        if its:
+            return f"the saved iterations of table {_shown(name)} ({_shown(key)})"
+        return f"table {_shown(key)}"
+
+    for key in keys:
+        if key.endswith(".npy") and key[:-4] in keys:
+            raise StoreError(
+                f"cannot write both {what(key[:-4])} and {what(key)} to a .npz: np.load "
+                f"reads member {_shown(key)} for both names"
+            )
+        why = _unsafe_member(key)
+        if why:
+            raise StoreError(f"cannot write {what(key)} to a .npz: the name {why}")
+    return keys
+
+
+def _shown(name: str) -> str:
+    """A table name for a message: quoted, and cut short if long."""
+    return repr(name) if len(name) <= 80 else f"{name[:60]!r}... ({len(name)} characters)"
+
+
+def _unsafe_member(key: str) -> str | None:
+    """Why ``key + '.npy'`` cannot be a zip member (None: it can)."""
+    if "\0" in key:
+        return "has a NUL character, which ends a zip member name"
+    try:
+        size = len(key.encode("utf-8")) + 4
+    except UnicodeEncodeError:
+        return "is not valid Unicode (zip member names are UTF-8)"
+    if size > 0xFFFF:
+        return f"is {size} bytes long in UTF-8 (zip member names are at most 65535)"
+    if key.startswith(("/", "\\")) or _DRIVE.match(key):
+        return "is an absolute path (an unzip tool would write it outside its folder)"
+    if ".." in re.split(r"[/\\]", key):
+        return "has a '..' part (an unzip tool would write it outside its folder)"
+    return None
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez`` writes (an uncompressed zip, one ``<key>.npy`` member per array), for
+    any key: to a temporary file in the same folder, then renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, a in arrays.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(a), allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise StoreError(f"cannot write output {str(path)!r}: {e.strerror or e}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 @ckpt.command()
 @click.argument("url")
-def unlock(url: str) -> None:
-    """Remove the writer lock of a dead writer (object stores; a local lock frees itself)."""
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Remove the lock even if its lease is fresh or its writer runs on this machine. "
+    "Risky: a writer that is still alive loses its lock, and the version it is writing "
+    "may be lost (it commits nothing more once it notices).",
+)
+def unlock(url: str, force: bool) -> None:
+    """Remove the writer lock of a dead writer. An object store's lock is a lease its writer
+    renews: it is removed only if its writer is provably gone (it ran on this machine and
+    has exited) or its lease has expired. A local store's lock frees itself (the kernel
+    releases it when its writer exits)."""
     store = _open(url)
-    if store.backend.local:
-        owner = store.backend.lock_owner()
-        if owner is not None:  # a live process holds the flock: nothing a file removal frees
-            raise StoreError(
-                f"{url} is locked by a running writer ({_owner(owner)}); a local lock is "
-                "released by the kernel when its writer exits: stop that process"
-            )
-        click.echo(f"{url}: not locked")
-        return
-    owner = store.backend.break_lock()
+    owner = store.backend.break_lock(force=force)
     click.echo(f"{url}: lock removed (was {_owner(owner)})" if owner else f"{url}: not locked")
 
 
