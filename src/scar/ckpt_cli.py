@@ -158,8 +158,10 @@ def _ls(url: str, as_json: bool, echo: bool = True) -> dict:
 @click.argument("url")
 @click.option("--version", "version", type=int, default=None, help="A version [default: latest].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def inspect(url: str, version: int | None, as_json: bool) -> None:
-    """Show tables, rows, ages (iterations since each row was saved) and bytes."""
+@click.pass_context
+def inspect(ctx: click.Context, url: str, version: int | None, as_json: bool) -> None:
+    """Show tables, rows, ages (iterations since each row was saved) and bytes. Exit status
+    1 if a file of that version is missing or damaged (each is named on stderr)."""
     from .store.tools import describe
 
     _one_store(url, _children(url))
@@ -168,9 +170,11 @@ def inspect(url: str, version: int | None, as_json: bool) -> None:
         if version is not None:
             store.checkout(version)
         doc = describe(store)
+    for why in doc["damaged"].values():
+        click.echo(f"scar: warning: {' '.join(why.split())}", err=True)
     if as_json:
         click.echo(json.dumps(doc))
-        return
+        ctx.exit(1 if doc["damaged"] else 0)
     click.echo(
         f"{url}: version {doc['version']} (iteration {doc['iteration']}, "
         f"{'full' if doc['complete'] else 'partial'}); versions kept: "
@@ -195,6 +199,7 @@ def inspect(url: str, version: int | None, as_json: bool) -> None:
         click.echo(
             f"  locked by a writer: pid {doc['lock'].get('pid')} on {doc['lock'].get('host')}"
         )
+    ctx.exit(1 if doc["damaged"] else 0)
 
 
 @ckpt.command()
@@ -255,11 +260,13 @@ def restore(url: str, version: int | None, output: str, iterations: bool) -> Non
             store.checkout(version)
         store._require_view()  # a clear error for a store with no (intact) version
         keys = _npz_keys(list(store.specs), iterations)
+        # one version, read whole (again, on a newer one, if a running writer retires it)
+        snap = store.read_all(iterations=iterations)
         arrays = {
-            key: store.saved_iteration(name) if its else store.read_rows(name)
+            key: (snap.saved_iterations if its else snap.tables)[name]
             for key, (name, its) in keys.items()
         }
-        info = store.latest()
+        info = snap.version
     _write_npz(path, arrays)
     click.echo(
         f"{path}: {len(arrays)} arrays from version {info.version} (iteration {info.iteration})"

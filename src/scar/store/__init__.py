@@ -7,7 +7,7 @@ checksums, atomic commits, async writes and compression. Both keep the contract 
 
 from .base import CheckpointStore, SaveResult, TableSpec, VersionInfo, specs_of
 from .memory import MemoryStore
-from .store import CheckpointWarning, DurableStore, open_store
+from .store import CheckpointWarning, DurableStore, Snapshot, VersionRetired, open_store
 
 __all__ = [
     "CheckpointStore",
@@ -15,8 +15,10 @@ __all__ = [
     "DurableStore",
     "MemoryStore",
     "SaveResult",
+    "Snapshot",
     "TableSpec",
     "VersionInfo",
+    "VersionRetired",
     "open_store",
     "specs_of",
 ]

@@ -24,7 +24,7 @@ import contextlib
 import errno
 import json
 import os
-import socket
+import stat
 import threading
 import time
 import uuid
@@ -32,7 +32,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import StoreError
-from .format import LOCK_NAME, MANIFEST_DIR
+from . import lease
+from .names import DATA_DIR, LOCK_NAME, MANIFEST_DIR, foreign, is_spare, is_temporary, ours
 
 PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger than this
 # A batch smaller than this is flushed by fsyncs one after another, not concurrently: flushing
@@ -45,6 +46,8 @@ MAX_SPARES = 16  # spares kept at most (further retired files are deleted)
 SPARE_MARK = ".spare-"  # a spare's name in its folder: <folder>/.spare-<hex>
 BLOCK = 4096  # spares are matched to new files by their size in blocks of this many bytes
 _datasync = getattr(os, "fdatasync", os.fsync)  # data and the size, not the times
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 WRITE_BYTES = 64 << 20  # one write() call; a file's write-back starts every this many bytes
 SYNC_FILE_RANGE_WRITE = 2
 
@@ -106,17 +109,6 @@ def _why(e: BaseException) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
-def owner_record() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
-
-
-def _describe(owner: dict | None) -> str:
-    if not owner:
-        return "another writer"
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("since", 0)))
-    return f"pid {owner.get('pid')} on {owner.get('host')} since {since}"
-
-
 class _Spares:
     """Retired files kept to be written over, by size in blocks. A file retired at version
     ``v`` (its manifest retired, or no retained manifest listing it) may be written over
@@ -176,16 +168,25 @@ def _blocks(size: int) -> int:
 
 
 class LocalBackend:
-    """A directory on a local file system."""
+    """A directory on a local file system.
+
+    A writer (``make_root``) holds its folders open: the store's own folder, ``manifests/``
+    and ``data/``, each opened without following a symbolic link, and every file it creates,
+    renames, flushes or deletes is named relative to those descriptors (``dir_fd``), opened
+    with ``O_NOFOLLOW``. So nothing it does can reach outside the folder it checked, whatever
+    is renamed or linked there meanwhile: a symlinked ``data/``, ``manifests/`` or ``LOCK`` is
+    refused, and a link planted under a store file's name is never written through. Readers
+    open files by path, never following a link at the last step."""
 
     local = True
+    overwrites = True  # a data file of a version that failed to commit is written again
 
     def __init__(self, root: str, fsync: bool = True) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
         self.url = self.root
         self.fsync = fsync
         self._lock_fd: int | None = None
-        self._dir_fds: dict[str, int] = {}  # directories flushed before, kept open to flush again
+        self._fds: dict[str, int] = {}  # a writer's folders ("": the store's), kept open
         self._pool: ThreadPoolExecutor | None = None
         self._spares = _Spares()  # retired files kept to be written over (see recycle)
         # run by every helper thread (fsync, parallel writes) first: the store's async writer
@@ -199,56 +200,138 @@ class LocalBackend:
             return self.root.rstrip("/") + "/" + rel
         return os.path.join(self.root, *rel.split("/"))
 
+    def _at(self, rel: str) -> tuple[str, int | None]:
+        """(the name to use, the folder descriptor it is relative to): a writer's files are
+        named relative to its folders; a reader's by path (descriptor None)."""
+        folder, _, name = rel.rpartition("/")
+        fd = self._fds.get(folder)
+        return (name, fd) if fd is not None else (self._p(rel), None)
+
+    def _open(self, rel: str, flags: int, mode: int = 0o644) -> int:
+        name, fd = self._at(rel)
+        return os.open(name, flags | _NOFOLLOW | _CLOEXEC, mode, dir_fd=fd)
+
+    def _rename(self, src: str, dst: str) -> None:
+        a, fa = self._at(src)
+        b, fb = self._at(dst)
+        os.rename(a, b, src_dir_fd=fa, dst_dir_fd=fb)
+
     def exists(self) -> bool:
         return os.path.isdir(self.root)
 
     def is_store(self) -> bool:
         """Whether a writer has made a store here (its manifests folder), committed or not."""
-        return os.path.isdir(self._p(MANIFEST_DIR))
+        return os.path.isdir(self._p(MANIFEST_DIR)) and not os.path.islink(self._p(MANIFEST_DIR))
 
     def make_root(self, subdirs: tuple[str, ...]) -> None:
+        """Make (or check) the store's folder for a writer and open its folders: a folder that
+        holds files but no store is refused, and so is a symlinked part of a store."""
         try:
-            made = []  # directories this call creates: their parents' entries must be flushed
-            for d in ("", *subdirs):
-                p = self._p(d)
-                while not os.path.isdir(p) and p != os.path.dirname(p):
-                    made.append(p)
-                    p = os.path.dirname(p)
-                os.makedirs(self._p(d), exist_ok=True)
+            made, p = [], self.root  # folders created: their parents' entries must be flushed
+            while not os.path.isdir(p) and p != os.path.dirname(p):
+                made.append(p)
+                p = os.path.dirname(p)
+            os.makedirs(self.root, exist_ok=True)
+            root = self._fds[""] = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+            for part in (*subdirs, LOCK_NAME):
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISLNK(os.stat(part, dir_fd=root, follow_symlinks=False).st_mode):
+                        raise StoreError(
+                            f"{self._p(part)} is a symbolic link: a store's folders and lock "
+                            "must be its own (refusing to follow it)"
+                        )
+            if not self.is_store():
+                entries = os.listdir(root)
+                data = []
+                if DATA_DIR in entries:
+                    data = os.listdir(self._folder(DATA_DIR, create=False))
+                alien = foreign(entries, data)
+                if alien:
+                    raise StoreError(
+                        f"{self.root} holds files but no checkpoint store ({', '.join(alien[:3])}"
+                        f"{', ...' if len(alien) > 3 else ''}): a store is written to a new or "
+                        "empty folder, or to one a store writer made"
+                    )
+            new = [d for d in subdirs if not os.path.lexists(self._p(d))]
+            for d in subdirs:
+                self._folder(d, create=True)
             if self.fsync:
                 for parent in sorted({os.path.dirname(p) for p in made}):
                     fsync_path(parent)
-            probe = self._p(f".probe-{uuid.uuid4().hex}")
-            with open(probe, "wb"):
-                pass
-            os.unlink(probe)
+                if new:
+                    os.fsync(root)
+            probe = f".probe-{uuid.uuid4().hex}"
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, dir_fd=root))
+            os.unlink(probe, dir_fd=root)
+        except StoreError:
+            self.release()
+            raise
         except OSError as e:
+            self.release()
             raise StoreError(f"cannot write checkpoint store {self.root}: {_why(e)}") from None
 
-    def list(self, sub: str) -> list[str]:
+    def _folder(self, name: str, create: bool) -> int:
+        """Open folder ``name`` of the store (made if ``create``), refusing a symbolic link."""
+        fd = self._fds.get(name)
+        if fd is not None:
+            return fd
+        root = self._fds.get("")
+        if root is None:  # not a writer's: by path, never through a link
+            return os.open(self._p(name), os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC)
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=root)
         try:
-            return sorted(os.listdir(self._p(sub)))
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=root)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(self._p(name)):
+                raise StoreError(
+                    f"{self._p(name)} is a symbolic link: a store's folders must be its own "
+                    "(refusing to follow it)"
+                ) from None
+            raise
+        self._fds[name] = fd
+        return fd
+
+    def list(self, sub: str) -> list[str]:
+        fd = self._fds.get(sub)
+        try:
+            return sorted(os.listdir(fd if fd is not None else self._p(sub)))
         except FileNotFoundError:
             return []
         except OSError as e:
             raise StoreError(f"cannot list {self._p(sub)}: {_why(e)}") from None
 
-    def walk(self, sub: str) -> list[str]:
-        out = []
-        for dirpath, _dirs, files in os.walk(self._p(sub)):
-            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
-            out += [f"{rel}/{f}" for f in files]
-        return sorted(out)
+    def files(self, sub: str) -> list[str]:
+        """The files directly in folder ``sub``, as paths inside the store (no subfolders, no
+        symbolic links followed)."""
+        fd = self._fds.get(sub)
+        try:
+            with os.scandir(fd if fd is not None else self._p(sub)) as it:
+                names = [e.name for e in it if not e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StoreError(f"cannot list {self._p(sub)}: {_why(e)}") from None
+        return sorted(f"{sub}/{n}" for n in names)
+
+    def size(self, rel: str) -> int | None:
+        """The size of file ``rel`` in bytes, or None if it is not there."""
+        name, fd = self._at(rel)
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False).st_size
+        except FileNotFoundError:
+            return None
 
     def read(self, rel: str, start: int = 0, length: int | None = None) -> bytes:
         """Bytes ``start:start+length`` (fewer if the file is shorter: the caller checks)."""
-        with open(self._p(rel), "rb") as f:
+        with open(self._open(rel, os.O_RDONLY), "rb") as f:
             if start:
                 f.seek(start)
             return f.read() if length is None else f.read(length)
 
     def read_into(self, rel: str, start: int, out: memoryview) -> int:
-        with open(self._p(rel), "rb", buffering=0) as f:
+        with open(self._open(rel, os.O_RDONLY), "rb", buffering=0) as f:
             f.seek(start)
             n = 0
             while n < len(out):
@@ -270,7 +353,7 @@ class LocalBackend:
         size = _size(bufs)
         fd = self._over_spare(rel, size)
         if fd is None:
-            fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = self._open(rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
             done = started = 0
             for b in bufs:
@@ -302,16 +385,17 @@ class LocalBackend:
 
         def one(file: Written) -> None:
             rel, fd = file
-            if fd is None:
-                fsync_path(self._p(rel), _datasync)
-            else:
+            if fd is not None:
                 _datasync(fd)
+                return
+            fd = self._open(rel, os.O_RDONLY)
+            try:
+                _datasync(fd)
+            finally:
+                os.close(fd)
 
         def one_dir(rel: str) -> None:
-            fd = self._dir_fds.get(rel)
-            if fd is None:
-                fd = self._dir_fds[rel] = os.open(self._p(rel), os.O_RDONLY)
-            os.fsync(fd)
+            os.fsync(self._folder(rel, create=False))
 
         calls = [(one, f) for f in files] + [(one_dir, d) for d in dirs]
         if len(calls) == 1 or not concurrent:
@@ -343,10 +427,6 @@ class LocalBackend:
         to the fsyncs (``files`` vs ``files_each`` and ``files_late`` in
         benchmarks/commit_schemes.py)."""
         pending = sorted({rel.rsplit("/", 1)[0] for rel, _ in files})
-        for d in list(pending):
-            if not os.path.isdir(self._p(d)):
-                os.makedirs(self._p(d), exist_ok=True)
-                pending.append(d.rsplit("/", 1)[0] if "/" in d else "")
         total = sum(_size(bufs) for _, bufs in files)
         large = total >= LARGE_BATCH
         if total > PARALLEL_BYTES and len(files) > 1:
@@ -368,9 +448,6 @@ class LocalBackend:
         finally:
             _close(written)
 
-    def _sync_dir(self, rel: str) -> None:
-        self._fsync_all([], [rel])
-
     def commit(self, rel: str, data: bytes) -> None:
         self.publish([], rel, data)
 
@@ -387,20 +464,30 @@ class LocalBackend:
             manifest = data() if callable(data) else data
             written.append(self._write_one(tmp, [manifest], keep_open=not large))
             self._fsync_all(written, dirs, concurrent=large)
-            os.replace(self._p(tmp), self._p(rel))
+            self._rename(tmp, rel)
             self._fsync_all([], [d])
             self._spares.committed({*dirs, d} if self.fsync else None)
         except OSError as e:
             with contextlib.suppress(OSError):
-                os.unlink(self._p(tmp))
+                self._unlink(tmp)
             raise StoreError(f"cannot write to checkpoint store {self.root}: {_why(e)}") from None
         finally:
             _close(written)
 
+    def _unlink(self, rel: str) -> None:
+        if not ours(rel):  # the one place a file is deleted: only names a writer makes
+            raise StoreError(f"refusing to delete {self._p(rel)}: not a file a store writes")
+        name, fd = self._at(rel)
+        os.unlink(name, dir_fd=fd)
+
     def delete(self, rels: list[str]) -> None:
         for rel in rels:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._p(rel))
+            try:
+                self._unlink(rel)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise StoreError(f"cannot delete {self._p(rel)}: {_why(e)}") from None
 
     def recycle(self, rels: list[str]) -> None:
         """Files no retained manifest lists any more: small ones are kept as spares (renamed
@@ -413,18 +500,28 @@ class LocalBackend:
         closes the store; after a crash, the next writer does (they are in no manifest)."""
         for rel in rels:
             try:
-                size = os.stat(self._p(rel)).st_size
-                if not 0 < size <= SPARE_BYTES or not self._spares.room():
-                    os.unlink(self._p(rel))
+                if not ours(rel):
+                    raise StoreError(
+                        f"refusing to delete {self._p(rel)}: not a file a store writes"
+                    )
+                name, fd = self._at(rel)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if (
+                    not stat.S_ISREG(st.st_mode)
+                    or st.st_nlink != 1
+                    or not 0 < st.st_size <= SPARE_BYTES
+                    or not self._spares.room()
+                ):
+                    self._unlink(rel)
                     continue
                 folder = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
                 spare = f"{folder}{SPARE_MARK}{uuid.uuid4().hex[:12]}"
-                os.rename(self._p(rel), self._p(spare))
+                self._rename(rel, spare)
             except FileNotFoundError:
                 continue
             except OSError as e:
                 raise StoreError(f"cannot delete {self._p(rel)}: {_why(e)}") from None
-            self._spares.retired(spare, size)
+            self._spares.retired(spare, st.st_size)
 
     def _over_spare(self, rel: str, size: int) -> int | None:
         """A spare of as many blocks as ``size`` bytes renamed to ``rel`` and cut to ``size``
@@ -434,10 +531,10 @@ class LocalBackend:
             return None
         name, had = spare
         try:
-            os.rename(self._p(name), self._p(rel))
+            self._rename(name, rel)
         except FileNotFoundError:  # deleted behind the writer's back: a new file, then
             return None
-        fd = os.open(self._p(rel), os.O_WRONLY)
+        fd = self._open(rel, os.O_WRONLY)
         if had != size:
             try:
                 os.ftruncate(fd, size)
@@ -447,64 +544,103 @@ class LocalBackend:
         return fd
 
     def is_spare(self, name: str) -> bool:
-        return name.rsplit("/", 1)[-1].startswith(SPARE_MARK)
+        return is_spare(name)
 
     def is_temporary(self, name: str) -> bool:
         """A writer's temporary file (an uncommitted manifest, a spare): never read."""
-        return ".tmp-" in name or self.is_spare(name)
+        return is_temporary(name)
 
     # -- the writer lock ---------------------------------------------------------------------
     def lock(self, force: bool = False) -> None:
+        """``flock`` on ``LOCK`` (created exclusively, or an existing one reopened; never
+        through a symbolic link, never a file with other links): the kernel releases it when
+        the writer dies, so a dead writer's lock is never in the way."""
         import fcntl
 
         path = self._p(LOCK_NAME)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            try:
+                fd = self._open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+            except FileExistsError:
+                fd = self._open(LOCK_NAME, os.O_RDWR)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(
+                    f"{path} is a symbolic link: refusing to use it as the writer lock (a "
+                    "store's LOCK is a plain file of its own; remove the link)"
+                ) from None
+            raise StoreError(f"cannot lock {path}: {_why(e)}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise StoreError(
+                    f"{path} is not a plain file of this store (a special file, or one with "
+                    "other hard links): refusing to use it as the writer lock"
+                )
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
                 raise StoreError(f"cannot lock {path}: {_why(e)}") from None
             raise StoreError(
-                f"checkpoint store {self.root} is in use by {_describe(self._owner())}: "
+                f"checkpoint store {self.root} is in use by {lease.describe(self._owner())}: "
                 "one writer at a time"
             ) from None
+        except BaseException:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(owner_record()).encode())
+        os.write(fd, json.dumps({**lease.identity(), "since": time.time()}).encode())
         self._lock_fd = fd
 
     def _owner(self) -> dict | None:
         try:
-            return json.loads(self.read(LOCK_NAME) or b"null")
-        except (OSError, ValueError):
+            owner = json.loads(self.read(LOCK_NAME) or b"null")
+        except (OSError, ValueError, RecursionError):
             return None
+        return owner if isinstance(owner, dict) else None
 
     def __del__(self) -> None:
         self.unlock()  # a store dropped without close() must not keep its lock
 
     def unlock(self) -> None:
         if getattr(self, "_spares", None) is not None:
-            with contextlib.suppress(OSError):  # (the next writer deletes what is left)
+            with contextlib.suppress(OSError, StoreError):  # (the next writer deletes the rest)
                 self.delete(self._spares.drop())
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown()
             self._pool = None
-        for fd in getattr(self, "_dir_fds", {}).values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._dir_fds = {}
+        self.release()
         if getattr(self, "_lock_fd", None) is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._lock_fd, 0)
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
 
+    def abandon(self) -> None:
+        """Let go as a killed writer does: its spares stay (the next writer deletes them),
+        its folders and lock are closed (the kernel would release the flock)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        self.release()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def release(self) -> None:
+        """Close the folders a writer holds open (its files are named by path from now on)."""
+        fds, self._fds = getattr(self, "_fds", {}), {}
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def lock_owner(self) -> dict | None:
         """The writer holding the lock now, or None."""
         import fcntl
 
         try:
-            fd = os.open(self._p(LOCK_NAME), os.O_RDONLY)
+            fd = self._open(LOCK_NAME, os.O_RDONLY)
         except OSError:
             return None
         try:
@@ -516,8 +652,18 @@ class LocalBackend:
         finally:
             os.close(fd)
 
-    def break_lock(self, expected: dict | None = None) -> dict | None:
-        return None  # an flock dies with its process: there is never a stale one
+    def check_lock(self) -> None:
+        pass  # an flock is held until this process closes it: never lost
+
+    def break_lock(self, force: bool = False) -> dict | None:
+        """An flock dies with its process: there is never a stale one to remove."""
+        owner = self.lock_owner()
+        if owner is not None:  # a live process holds the flock: nothing a file removal frees
+            raise StoreError(
+                f"{self.root} is locked by a running writer ({lease.describe(owner)}); a local "
+                "lock is released by the kernel when its writer exits: stop that process"
+            )
+        return None
 
 
 _SDKS = ("botocore", "aiobotocore", "s3fs", "aiohttp")
@@ -550,11 +696,20 @@ class _OSErrors:
 
 
 class FsspecBackend:
-    """Any fsspec filesystem: ``memory://``, ``s3://`` (through s3fs), ..."""
+    """Any fsspec filesystem: ``memory://``, ``s3://`` (through s3fs), ...
+
+    Objects are never written over: a data file is put only if absent, so a second writer
+    (one that broke a live writer's lock by force) fails instead of replacing a committed
+    segment, and a version whose write failed is not written again under its number
+    (``overwrites``). The lock is a lease (lease.py), renewed while the writer runs; on S3 it
+    is renewed and removed only if it is still this writer's (conditional requests)."""
 
     local = False
+    overwrites = False
 
-    def __init__(self, url: str, storage_options: dict | None = None) -> None:
+    def __init__(
+        self, url: str, storage_options: dict | None = None, lease_seconds: float | None = None
+    ) -> None:
         import fsspec
 
         opts = dict(storage_options or {})
@@ -565,9 +720,14 @@ class FsspecBackend:
         except (ImportError, ValueError) as e:
             raise StoreError(f"cannot open checkpoint store {url}: {e}") from None
         self.fs = _OSErrors(fs)
+        self._s3 = hasattr(fs, "call_s3")  # conditional puts and deletes (If-Match)
         self.root = root.rstrip("/")
         self.url = url.rstrip("/")
+        self.lease_seconds = lease.TTL if lease_seconds is None else lease_seconds
         self._token: str | None = None
+        self._etag: str | None = None  # of this writer's lock object (S3)
+        self._renewer: lease.Renewer | None = None
+        self._record: dict = {}
 
     def _p(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -596,6 +756,18 @@ class FsspecBackend:
             raise self._wrap("read", e) from None
 
     def make_root(self, subdirs: tuple[str, ...]) -> None:
+        """Check that a writer may write here (a prefix holding objects but no store is
+        refused) and can."""
+        if not self.is_store():
+            entries = self.list("")
+            data = self.list(DATA_DIR) if DATA_DIR in entries else []
+            alien = foreign(entries, data)
+            if alien:
+                raise StoreError(
+                    f"{self.url} holds objects but no checkpoint store ({', '.join(alien[:3])}"
+                    f"{', ...' if len(alien) > 3 else ''}): a store is written to a new or "
+                    "empty prefix, or to one a store writer made"
+                )
         probe = self._p(f".probe-{uuid.uuid4().hex}")
         try:
             self.fs.pipe_file(probe, b"")
@@ -613,15 +785,22 @@ class FsspecBackend:
         except OSError as e:
             raise self._wrap("list", e) from None
 
-    def walk(self, sub: str) -> list[str]:
+    def files(self, sub: str) -> list[str]:
+        """The objects directly under ``sub/``, as paths inside the store."""
         try:
-            found = self.fs.find(self._p(sub))
+            found = self.fs.ls(self._p(sub), detail=True)
         except FileNotFoundError:
             return []
         except OSError as e:
             raise self._wrap("list", e) from None
-        n = len(self.root.lstrip("/")) + 1
-        return sorted(p.lstrip("/")[n:] for p in found)
+        names = [f["name"].rstrip("/").rsplit("/", 1)[-1] for f in found if f["type"] == "file"]
+        return sorted(f"{sub}/{n}" for n in names)
+
+    def size(self, rel: str) -> int | None:
+        try:
+            return int(self.fs.info(self._p(rel))["size"])
+        except FileNotFoundError:
+            return None
 
     def read(self, rel: str, start: int = 0, length: int | None = None) -> bytes:
         end = None if length is None else start + length
@@ -642,8 +821,16 @@ class FsspecBackend:
         return len(data)
 
     def write_files(self, files: list[tuple[str, list]]) -> None:
+        self.check_lock()
         try:
-            self.fs.pipe({self._p(rel): b"".join(_buffers(bufs)) for rel, bufs in files})
+            self.fs.pipe(
+                {self._p(rel): b"".join(_buffers(bufs)) for rel, bufs in files}, mode="create"
+            )
+        except FileExistsError:
+            raise StoreError(
+                f"cannot write to checkpoint store {self.url}: a file of this version exists "
+                "already (another writer is writing to this store)"
+            ) from None
         except (OSError, ValueError) as e:
             raise self._wrap("write to", e) from None
 
@@ -653,6 +840,7 @@ class FsspecBackend:
         self.commit(rel, data() if callable(data) else data)
 
     def commit(self, rel: str, data: bytes) -> None:
+        self.check_lock()
         try:
             self.fs.pipe_file(self._p(rel), data, mode="create")
         except FileExistsError:
@@ -666,6 +854,9 @@ class FsspecBackend:
             raise self._wrap("commit to", e) from None
 
     def delete(self, rels: list[str]) -> None:
+        bad = [r for r in rels if not ours(r)]
+        if bad:
+            raise StoreError(f"refusing to delete {self.url}/{bad[0]}: not a file a store writes")
         if rels:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm([self._p(r) for r in rels])
@@ -678,68 +869,156 @@ class FsspecBackend:
     def is_temporary(self, name: str) -> bool:
         return False  # object stores never hold half-written objects
 
-    # -- the writer lock ---------------------------------------------------------------------
+    # -- the writer lock: a lease (lease.py) ---------------------------------------------------
     def lock(self, force: bool = False) -> None:
-        """Create ``LOCK`` with put-if-absent. A lock left by a dead process on this host (its
-        pid no longer runs) is broken automatically; one from another host needs
-        ``scar ckpt unlock URL`` (or ``force=True``) once its writer is known to be dead."""
-        token = uuid.uuid4().hex
-        record = json.dumps({**owner_record(), "token": token}).encode()
-        for attempt in range(2):
+        """Create ``LOCK`` with put-if-absent, and renew it while this writer runs. A lock
+        whose holder is provably gone, or whose lease has expired, is taken over (only if it
+        is still the one judged: a conditional delete on S3); ``force`` takes any over."""
+        self._token = uuid.uuid4().hex
+        now = time.time()
+        self._record = {
+            **lease.identity(),
+            "since": now,
+            "token": self._token,
+            "ttl": self.lease_seconds,
+        }
+        for _ in range(4):
             try:
-                self.fs.pipe_file(self._p(LOCK_NAME), record, mode="create")
-                self._token = token
-                return
+                self._etag = self._put_lock(create=True)
+                break
             except FileExistsError:
-                owner = self._owner()
-                if attempt == 0 and (force or _dead_here(owner)):
-                    self.break_lock(owner if not force else None)
-                    continue
-                raise StoreError(
-                    f"checkpoint store {self.url} is in use by {_describe(owner)}: one writer "
-                    "at a time (if that writer is dead, run `scar ckpt unlock URL`)"
-                ) from None
+                owner, etag = self._read_lock()
+                if owner is None and etag is None:
+                    continue  # gone meanwhile: try again
+                why = "forced" if force else lease.why_breakable(owner)
+                if why is None:
+                    raise StoreError(
+                        f"checkpoint store {self.url} is in use by {lease.describe(owner)}: one "
+                        "writer at a time (if that writer is dead, its lock can be removed "
+                        "once its lease expires: `scar ckpt unlock URL`)"
+                    ) from None
+                self._remove_lock(etag)
             except (OSError, ValueError) as e:
                 raise self._wrap("lock", e) from None
+        else:
+            raise StoreError(f"cannot lock checkpoint store {self.url}: the lock keeps changing")
+        self._renewer = lease.Renewer(self._renew, self.lease_seconds, self.url)
 
-    def _owner(self) -> dict | None:
+    def _put_lock(self, create: bool = False, match: str | None = None) -> str | None:
+        """Write this writer's lock record (renewed now): its ETag on S3."""
+        self._record["renewed"] = time.time()
+        body = json.dumps(self._record).encode()
+        if create:
+            out = self.fs.pipe_file(self._p(LOCK_NAME), body, mode="create")
+        elif match is not None:
+            out = self.fs.pipe_file(self._p(LOCK_NAME), body, IfMatch=match)
+        else:
+            out = self.fs.pipe_file(self._p(LOCK_NAME), body)
+        return out.get("ETag") if isinstance(out, dict) else None
+
+    def _read_lock(self) -> tuple[dict | None, str | None]:
+        """(the lock record, its ETag on S3 or "" elsewhere); (None, None) if there is none;
+        (None, etag) for an object that is no lock record."""
         try:
-            return json.loads(self.fs.cat_file(self._p(LOCK_NAME)))
-        except (OSError, ValueError):
-            return None
+            with self.fs.open(self._p(LOCK_NAME), "rb") as f:
+                data = f.read()
+                etag = (getattr(f, "details", None) or {}).get("ETag", "") if self._s3 else ""
+        except FileNotFoundError:
+            return None, None
+        try:
+            owner = json.loads(data)
+        except (ValueError, RecursionError):
+            owner = None
+        return (owner if isinstance(owner, dict) else None), etag
+
+    def _remove_lock(self, etag: str | None) -> bool:
+        """Delete ``LOCK`` if it is still the object of ``etag`` (S3); whether it was."""
+        try:
+            if self._s3 and etag:
+                bucket, key = self.fs.split_path(self._p(LOCK_NAME))[:2]
+                self.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag)
+            else:
+                self.fs.rm_file(self._p(LOCK_NAME))
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            if _precondition(e):
+                return False
+            raise
+        return True
+
+    def _renew(self) -> bool:
+        """Renew this writer's lease; False if the lock is someone else's now."""
+        if self._s3 and self._etag:
+            try:
+                self._etag = self._put_lock(match=self._etag)
+            except OSError as e:
+                if _precondition(e) or isinstance(e, FileNotFoundError):
+                    return False
+                raise
+            return True
+        owner, _ = self._read_lock()
+        if not owner or owner.get("token") != self._token:
+            return False
+        self._put_lock()
+        return True
+
+    def check_lock(self) -> None:
+        """Raise unless this writer still holds its lease (called before every write)."""
+        if self._renewer is not None:
+            self._renewer.check()
 
     def unlock(self) -> None:
+        if self._renewer is not None:
+            self._renewer.stop()
+            self._renewer = None
         if self._token is not None:
-            owner = self._owner()
-            if owner and owner.get("token") == self._token:
-                with contextlib.suppress(OSError):
-                    self.fs.rm_file(self._p(LOCK_NAME))
-            self._token = None
+            with contextlib.suppress(OSError):
+                owner, etag = self._read_lock()
+                if owner and owner.get("token") == self._token:
+                    self._remove_lock(etag or self._etag)
+            self._token = self._etag = None
+
+    def release(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        """Let go as a killed writer does - except for the lock: a dead process's lease would
+        stay until it expired; a simulated death releases it, as a process that stays alive
+        cannot be proven dead."""
+        self.unlock()
 
     def lock_owner(self) -> dict | None:
-        return self._owner()
+        return self._read_lock()[0]
 
-    def break_lock(self, expected: dict | None = None) -> dict | None:
-        """Remove ``LOCK``; with ``expected``, only if it is still that (dead) owner's: another
-        new writer may have broken it and taken the lock meanwhile."""
-        owner = self._owner()
-        if expected is not None and owner != expected:
+    def break_lock(self, force: bool = False) -> dict | None:
+        """Remove another writer's lock (``scar ckpt unlock``): only if its holder is
+        provably gone or its lease has expired, and its holder does not run on this machine,
+        unless ``force``. Returns the record removed, or None if there was no lock."""
+        owner, etag = self._read_lock()
+        if owner is None and etag is None:
             return None
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self._p(LOCK_NAME))
-        return owner
+        if not force:
+            if lease.alive_here(owner):
+                raise StoreError(
+                    f"{self.url} is locked by a running writer ({lease.describe(owner)}): stop "
+                    "that process; its lock is removed when it closes the store"
+                )
+            if lease.why_breakable(owner) is None:
+                raise StoreError(
+                    f"{self.url} is locked by {lease.describe(owner)}: its lease is fresh, so "
+                    "its writer may be alive. Wait until the lease expires, or use --force if "
+                    "you know that writer is dead (a live one would lose the version it is "
+                    "writing)"
+                )
+        if not self._remove_lock(etag):
+            raise StoreError(f"{self.url}: the lock changed while it was being removed; try again")
+        return owner or {}
 
 
-def _dead_here(owner: dict | None) -> bool:
-    if not owner or owner.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, KeyError, ValueError, TypeError):
-        return False
-    return False
+def _precondition(e: OSError) -> bool:
+    """Whether an error is S3's refusal of a conditional request (the object changed)."""
+    return "pre-condition" in str(e) or "PreconditionFailed" in str(e)
 
 
 URL_FORMS = "a path, file://PATH, memory://NAME or s3://BUCKET[/PREFIX]"

@@ -11,6 +11,19 @@ makes a kill at any instant harmless:
 
 A crash between 1 and 2 leaves files no manifest lists; between 2 and 3, files of retired
 versions. A writer opening the store deletes both (``_clean``), under the writer lock.
+
+What a writer deletes, it can show no restore needs (``_deletable``):
+
+* only files whose names a writer makes (names.py; the backends refuse any other);
+* never a manifest it cannot read, nor a data file such a manifest could list (one of a
+  version up to that manifest's): a flipped byte in the newest manifest costs the space of
+  what it lists, not the data. ``scar ckpt verify`` names the manifest; removing it lets the
+  next writer reclaim the space;
+* never the last intact copy of a row: before it retires files whose rows newer segments
+  hold, it checks those newer segments (once each; the ones it wrote itself are trusted).
+  When one is bad, it retires nothing until a version that resolves the bad segment's rows
+  to their older intact copies is committed (those copies are then listed, so kept) —
+  the store keeps the fallback copies rather than rewriting them.
 """
 
 from __future__ import annotations
@@ -23,10 +36,11 @@ from functools import partial
 
 import numpy as np
 
-from ..errors import CorruptCheckpointError
+from ..errors import CorruptCheckpointError, StoreError
 from .backends import Deferred
-from .codec import build_aux, build_segment
-from .format import DATA_DIR, MANIFEST_DIR, Manifest, data_prefix, encode_manifest, manifest_name
+from .codec import build_aux, build_segment, decode_aux, decode_index, decode_values
+from .format import Manifest, data_prefix, encode_manifest, manifest_name
+from .names import DATA_DIR, MANIFEST_DIR, data_version, is_spare, is_temporary
 from .reading import CheckpointWarning
 
 
@@ -47,6 +61,7 @@ class Job:
 class Committing:
     def _write(self, job: Job) -> None:
         live = self._index() if self._view is not None else self._live
+        found = self._found  # bad files found so far
         d = data_prefix(job.version)
         files, pieces, built = [], [], {}
 
@@ -85,6 +100,8 @@ class Committing:
         updates, lost = [], Counter()
 
         def manifest() -> bytes:  # once every file is written
+            if self._abandoned:  # killed (abandon) before its commit: never committed
+                raise StoreError(f"checkpoint store {self.url} was abandoned")
             updates.extend((built[p], cids, iters) for p, cids, iters in pieces)
             lost.update(live.losses(updates))
             written = sum(s.nbytes for s, _, _ in updates)
@@ -98,11 +115,16 @@ class Committing:
 
         self.backend.publish(files, f"{MANIFEST_DIR}/{manifest_name(job.version)}", manifest)
         m = built[None]
-        live.apply(updates, lost)
-        self._live = live
         self._manifests[job.version] = m
         self._view = m
         self._refs.update(m.paths())
+        if self._found != found:
+            # a merge found a bad file: the next version resolves its rows to older intact
+            # copies (the live set is built again), and nothing is retired before it is
+            self._live = None
+            return
+        live.apply(updates, lost)
+        self._live = live
         self._retire()
 
     def _merge(self, t: int, c: int, ids: np.ndarray, values: np.ndarray, iteration: int):
@@ -133,6 +155,7 @@ class Committing:
                     self._values_into(seg, held[a:z])
                 iters, keep = live.fill_chunk(t, c, [u for u, _ in segs], offsets, held, merged)
         except CorruptCheckpointError as e:
+            self._bad_file(e)
             warnings.warn(f"compaction skipped: {e}", CheckpointWarning, stacklevel=2)
             return None
         merged[ids - lo] = values
@@ -143,31 +166,98 @@ class Committing:
         return np.flatnonzero(keep) + lo, merged[keep], iters[keep]
 
     def _retire(self) -> None:
-        """Keep the newest ``keep_last`` intact manifests; delete older manifests, then the
-        files that no retained manifest lists (``backend.recycle``: a local disk keeps small
-        ones to write over)."""
+        """Keep the newest ``keep_last`` intact manifests; delete older intact manifests, then
+        the files that no retained manifest lists and no unreadable one could
+        (``backend.recycle``: a local disk keeps small ones to write over) - once the newer
+        segments that hold their rows are known to be intact (``_supersessors_intact``).
+        Unreadable manifests are never deleted here."""
         intact = [v for v, m in sorted(self._manifests.items()) if m is not None]
         if self.keep_last is None or len(intact) <= self.keep_last:
             return
         cutoff = intact[-self.keep_last]
-        old = [v for v in self._manifests if v < cutoff]
-        self.backend.recycle([f"{MANIFEST_DIR}/{manifest_name(v)}" for v in old])
-        dead = []
+        old = [v for v in intact if v < cutoff]
+        refs = self._refs.copy()
         for v in old:
-            m = self._manifests.pop(v)
+            refs.subtract(self._manifests[v].paths())
+        dead = sorted({p for v in old for p in self._manifests[v].paths() if refs[p] <= 0})
+        if not self._supersessors_intact(old, dead):
+            return  # a bad segment was found: its rows' older copies must stay readable
+        self.backend.recycle([f"{MANIFEST_DIR}/{manifest_name(v)}" for v in old])
+        for v in old:
+            del self._manifests[v]
             self.problems.pop(f"{MANIFEST_DIR}/{manifest_name(v)}", None)
-            if m is not None:
-                self._refs.subtract(m.paths())
-                dead += [p for p in m.paths() if self._refs[p] <= 0]
+        self._refs = +refs  # (drops the paths no manifest lists any more)
+        dead = [p for p in dead if self._deletable(p)]
         for p in dead:
-            self._refs.pop(p, None)
             self.problems.pop(p, None)
-        self.backend.recycle(sorted(set(dead)))
+        self.backend.recycle(dead)
+
+    def _unreadable_upto(self) -> int:
+        """The newest version whose manifest cannot be read (-1: none)."""
+        return max((v for v, m in self._manifests.items() if m is None), default=-1)
+
+    def _deletable(self, path: str) -> bool:
+        """Whether data file ``path``, listed by no retained intact manifest, may be deleted:
+        it is one of the store's and no unreadable manifest could list it."""
+        v = data_version(path)
+        return v is not None and v > self._unreadable_upto()
+
+    def _supersessors_intact(self, old: list[int], dead: list[str]) -> bool:
+        """Before files of the retired manifests ``old`` are deleted: check every segment
+        (and aux file) this writer did not write that holds rows of theirs in a newer
+        version, each once. False, with the problem recorded, if one is bad."""
+        retiring = {s.path: s for v in old for s in self._manifests[v].segments}
+        oldest: dict[tuple[int, int], int] = {}  # (table, chunk) -> oldest version retired
+        for p in dead:
+            s = retiring.get(p)
+            if s is not None:
+                key = (s.table, s.chunk)
+                oldest[key] = min(oldest.get(key, s.version), s.version)
+        old_aux = [v for v in old if (a := self._manifests[v].aux) is not None and a.path in dead]
+        check: dict[str, tuple] = {}
+        for v, m in self._manifests.items():
+            if m is None or v in old:
+                continue
+            for s in m.segments:
+                first = oldest.get((s.table, s.chunk))
+                if first is not None and first < s.version < self._own_from:
+                    check.setdefault(s.path, (s, m.tables[s.table]))
+            a = m.aux
+            if old_aux and a is not None and a.path and a.version < self._own_from:
+                check.setdefault(a.path, (a, None))
+        for path, (item, table) in check.items():
+            if path in self._verified:
+                continue
+            try:
+                if table is None:
+                    decode_aux(self._read(path, 0, item.nbytes), item)
+                else:
+                    data = self._read(path, 0, item.nbytes)
+                    decode_index(data[: item.index_bytes], item, table)
+                    decode_values(data[item.index_bytes :], item, table)
+            except CorruptCheckpointError as e:
+                self._bad_file(e)
+                self._live = None  # the next version resolves its rows to older copies
+                warnings.warn(
+                    f"{e}: keeping the older copies of what it held",
+                    CheckpointWarning,
+                    stacklevel=3,
+                )
+                return False
+            self._verified.add(path)
+        return True
 
     def _clean(self) -> None:
-        """Delete what a crashed writer left: temporary files and files no manifest lists."""
-        temps = [n for n in self.backend.list(MANIFEST_DIR) if self.backend.is_temporary(n)]
+        """Delete what a crashed writer left: temporary files, spares, and data files no
+        manifest lists (of versions no unreadable manifest could list)."""
+        temps = [n for n in self.backend.list(MANIFEST_DIR) if is_temporary(n)]
         self.backend.delete([f"{MANIFEST_DIR}/{n}" for n in temps])
         listed = {p for m in self.intact() for p in m.paths()}
-        self.backend.delete([p for p in self.backend.walk(DATA_DIR) if p not in listed])
+        self.backend.delete(
+            [
+                p
+                for p in self.backend.files(DATA_DIR)
+                if is_spare(p) or (p not in listed and self._deletable(p))
+            ]
+        )
         self._retire()

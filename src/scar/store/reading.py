@@ -41,27 +41,50 @@ class MissingFile(CorruptCheckpointError):
     """A file a manifest lists is not there (deleted, or retired by a writer meanwhile)."""
 
 
+class VersionRetired(StoreError):
+    """The version being read was retired by a running writer (``keep_last``) midway."""
+
+
+RETRIES = 50  # reads of a live store started again on a newer version before giving up
+
+
 class Reading:
     """Loading manifests, choosing the view, resolving rows (see the module docstring)."""
 
     def _load(self) -> None:
-        self._manifests = {}
-        for name in self.backend.list(MANIFEST_DIR):
-            v = manifest_version(name)
-            if v is None:
-                continue
-            path = f"{MANIFEST_DIR}/{name}"
-            try:
-                self._manifests[v] = decode_manifest(self.backend.read(path), path)
-            except FileNotFoundError:
-                continue  # retired by a writer meanwhile
-            except OSError as e:
-                raise StoreError(f"cannot read {self.url}/{path}: {e}") from None
-            except CorruptCheckpointError as e:
-                self.problems[path] = str(e)
-                self._manifests[v] = None
-        self._next_version = max(self._manifests, default=-1) + 1
+        """Read every manifest and choose the view (the newest intact one). A reader of a
+        store that a writer is changing may find a manifest gone, or read one while it is
+        retired: only a manifest still listed afterwards counts as unreadable."""
+        for _ in range(RETRIES):
+            names = [n for n in self.backend.list(MANIFEST_DIR) if manifest_version(n) is not None]
+            manifests, bad, gone = {}, {}, False
+            for name in names:
+                path = f"{MANIFEST_DIR}/{name}"
+                v = manifest_version(name)
+                try:
+                    manifests[v] = decode_manifest(self.backend.read(path), path)
+                except FileNotFoundError:
+                    gone = True  # retired by a writer meanwhile
+                except OSError as e:
+                    raise StoreError(f"cannot read {self.url}/{path}: {e}") from None
+                except CorruptCheckpointError as e:
+                    bad[path] = str(e)
+                    manifests[v] = None
+            if bad and self.readonly:  # read while a writer retired it?
+                now = set(self.backend.list(MANIFEST_DIR))
+                for path in [p for p in bad if p.rsplit("/", 1)[-1] not in now]:
+                    del bad[path]
+                    del manifests[manifest_version(path.rsplit("/", 1)[-1])]
+                    gone = True
+            if gone and not any(m is not None for m in manifests.values()):
+                continue  # every manifest seen was retired: list again
+            break
+        self.problems = {p: w for p, w in self.problems.items() if not p.startswith(MANIFEST_DIR)}
+        self.problems.update(bad)
+        self._manifests = manifests
+        self._next_version = max(self._next_version, max(self._manifests, default=-1) + 1)
         self._refs = Counter(p for m in self.intact() for p in m.paths())
+        self._served = False
         self._choose_view()
 
     def intact(self) -> list[Manifest]:
@@ -110,6 +133,7 @@ class Reading:
             raise StoreError(f"cannot read version {version} of {self.url}: {why}")
         self._view, self._live, self._tables = m, None, m.tables
         self.specs = {t.name: t.spec for t in m.tables}
+        self._pinned, self._served = True, False
         return m
 
     def _candidates(self, view: Manifest) -> list[Segment]:
@@ -158,27 +182,63 @@ class Reading:
             raise corrupt(path, f"{path}: cannot read ({e})") from None
 
     def _with_fallback(self, fn: Callable):
-        """Run a read; on a newly found bad file, record it and resolve again without it."""
-        refreshed = False
+        """Run a read of the view; on a newly found bad file, record it and resolve again
+        without it. A read-only store reads one version: when a read fails because a running
+        writer retired that version (its manifest is gone), the read starts again on the
+        newest version if nothing was read from this one yet, or else raises
+        :class:`VersionRetired` - a reader never mixes versions, and never reports as
+        corrupt a file that was only retired."""
+        tries = 0
         while True:
             self._require_readable()
             try:
-                return fn()
+                out = fn()
+                self._served = True
+                return out
             except CorruptCheckpointError as e:
-                path = getattr(e, "path", None)
-                if path is None or path in self.problems:
-                    raise  # known bad, and nothing older to read instead
-                if isinstance(e, MissingFile) and self.readonly and not refreshed:
-                    refreshed = True  # a running writer may have retired it: look again
+                if self.readonly and self._view is not None and self._retired(self._view):
+                    if self._pinned or self._served:
+                        raise self._gone(self._view) from None
+                    tries += 1
+                    if tries >= RETRIES:
+                        raise StoreError(
+                            f"{self.url}: a running writer retires versions faster than they "
+                            f"can be read ({tries} tried); read it with more versions kept "
+                            "(keep_last) or once it stops"
+                        ) from None
                     self._load()
                     continue
-                self.problems[path] = str(e)
+                if not self._bad_file(e):
+                    raise  # known bad, and nothing older to read instead
                 warnings.warn(
                     f"{e}: reading older intact copies of what it held",
                     CheckpointWarning,
                     stacklevel=3,
                 )
                 self._live = None
+
+    def _bad_file(self, e: CorruptCheckpointError) -> bool:
+        """Record the bad file ``e`` names; False if it names none, or one known already."""
+        path = getattr(e, "path", None)
+        if path is None or path in self.problems:
+            return False
+        self.problems[path] = str(e)
+        self._found += 1
+        return True
+
+    def _retired(self, view: Manifest) -> bool:
+        """Whether a writer has retired ``view`` since it was read (its manifest is gone)."""
+        try:
+            return manifest_name(view.version) not in self.backend.list(MANIFEST_DIR)
+        except StoreError:
+            return False
+
+    def _gone(self, view: Manifest) -> VersionRetired:
+        return VersionRetired(
+            f"version {view.version} (iteration {view.iteration}) of {self.url} was retired by "
+            "a running writer while it was being read: read again"
+            + (" (choose a version it still keeps: `scar ckpt ls`)" if self._pinned else "")
+        )
 
     def _aux(self) -> tuple[int, dict]:
         """Worker-side arrays of the view, or of the newest intact older aux file."""

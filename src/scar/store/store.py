@@ -15,8 +15,10 @@ names it when there are none.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,10 +36,21 @@ from .format import (
     manifest_name,
 )
 from .index import LiveSet, increasing
-from .reading import CheckpointWarning, Reading
+from .reading import RETRIES, CheckpointWarning, Reading, VersionRetired
 from .writer import PRIORITIES, BackgroundWriter, SnapshotPool, idle_priority
 
-__all__ = ["CheckpointWarning", "DurableStore", "open_store"]
+__all__ = ["CheckpointWarning", "DurableStore", "Snapshot", "VersionRetired", "open_store"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every table of one version, read as one (:meth:`DurableStore.read_all`)."""
+
+    version: VersionInfo
+    tables: dict[str, np.ndarray]
+    saved_iterations: dict[str, np.ndarray]  # empty unless asked for
+    aux_iteration: int
+    aux: dict[str, np.ndarray]
 
 
 def open_store(url: str, **options) -> DurableStore:
@@ -95,7 +108,13 @@ class DurableStore(Committing, Reading, CheckpointStore):
         self._live: LiveSet | None = None
         self._refs: Counter = Counter()  # path -> retained manifests that list it
         self._next_version = 0
+        self._own_from = 0  # the first version this writer writes (older ones it inherits)
+        self._verified: set[str] = set()  # inherited files checked whole (commit.py)
+        self._found = 0  # bad files found so far (``problems`` grew)
+        self._pinned = False  # a version chosen with checkout (read-only)
+        self._served = False  # a read was served from the view (read-only: it stays)
         self._closed = False
+        self._abandoned = False  # stopped as if killed: nothing more is committed
         self._pool = SnapshotPool()
         self._writer = (
             BackgroundWriter(self._write, self._release, max_pending, writer_priority == "idle")
@@ -112,15 +131,33 @@ class DurableStore(Committing, Reading, CheckpointStore):
             self._load()
             return
         self.backend.make_root((MANIFEST_DIR, DATA_DIR))
-        self.backend.lock(force=force_unlock)
+        try:
+            self.backend.lock(force=force_unlock)
+        except BaseException:
+            self.backend.release()
+            raise
         try:
             self._load()
+            self._own_from = self._next_version
+            self._warn_unreadable()
             self._clean()
             if self._view is not None:
                 self._with_fallback(self._index)
         except BaseException:
             self.backend.unlock()
             raise
+
+    def _warn_unreadable(self) -> None:
+        bad = [p for p in self.problems if p.startswith(MANIFEST_DIR)]
+        if bad:
+            warnings.warn(
+                f"{self.url}: {len(bad)} unreadable manifest(s) ({', '.join(bad)}): this writer "
+                f"deletes no file they may list (data of versions up to "
+                f"{self._unreadable_upto()}); `scar ckpt verify {self.url}` checks the store, "
+                "and removing them lets a writer reclaim that space",
+                CheckpointWarning,
+                stacklevel=3,
+            )
 
     # -- the store contract ------------------------------------------------------------------
     def open(self, specs: Sequence[TableSpec]) -> None:
@@ -255,6 +292,31 @@ class DurableStore(Committing, Reading, CheckpointStore):
         self._flush()
         return self._with_fallback(self._aux)
 
+    def read_all(self, iterations: bool = False) -> Snapshot:
+        """Every table (with each row's saved iteration if ``iterations``) and the aux arrays
+        of one version. On a store a writer is changing, a version retired while it is being
+        read is read again whole, as of the newest version (a version chosen with
+        ``checkout`` raises :class:`VersionRetired` instead): the tables never mix versions."""
+        self._flush()
+        for _ in range(RETRIES):
+            try:
+                self._require_view()
+                tables, iters = {}, {}
+                for name in self.specs:
+                    tables[name] = self.read_rows(name)
+                    if iterations:
+                        iters[name] = self.saved_iteration(name)
+                aux_iteration, aux = self.read_aux()
+                # (the version read: a retry before anything was served may have moved on)
+                return Snapshot(self.latest(), tables, iters, aux_iteration, aux)
+            except VersionRetired:
+                if self._pinned or not self.readonly:
+                    raise
+                self._load()
+        raise StoreError(
+            f"{self.url}: a running writer retires versions faster than they can be read"
+        )
+
     def wait(self) -> None:
         self._flush()
 
@@ -269,6 +331,20 @@ class DurableStore(Committing, Reading, CheckpointStore):
                 self._writer.close()
             if not self.readonly:
                 self.backend.unlock()
+
+    def abandon(self) -> None:
+        """Stop as if this process were killed (what a simulated failure does): versions not
+        committed yet are lost - a write in progress commits only if it has reached its
+        commit, the queued ones never run - and the files a crash leaves (uncommitted
+        segments, spares) stay for the next writer to delete. The lock is released."""
+        if self._closed:
+            return
+        self._closed = True
+        self._abandoned = True
+        if self._writer is not None:
+            self._writer.abandon()
+        if not self.readonly:
+            self.backend.abandon()
 
     def _flush(self) -> None:
         if self._writer is not None:
@@ -287,7 +363,9 @@ class DurableStore(Committing, Reading, CheckpointStore):
         commit's rename was done, a later step failed), the version is committed - the store
         reads its state back, as a reopened one would, and never writes that number again
         (rewriting its files would put a committed checkpoint at risk). Otherwise the numbers
-        from ``version`` on were never committed and are used again."""
+        from ``version`` on were never committed and are used again - on a local disk; an
+        object store never writes an object twice, so it goes on with the next number (the
+        next writer deletes what the failed version left)."""
         try:
             committed = manifest_name(version) in self.backend.list(MANIFEST_DIR)
         except (OSError, StoreError):
@@ -297,7 +375,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
                 self._load()  # the view and the live set now include it
             except (OSError, StoreError):
                 pass
-        if committed is False:
+        if committed is False and self.backend.overwrites:
             self._next_version = max(self._manifests, default=-1) + 1
         else:
             self._next_version = max(self._next_version, version + 1)

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import CorruptCheckpointError
 from .codec import decode_aux, decode_index, decode_values
-from .format import DATA_DIR, MANIFEST_DIR, Manifest, decode_manifest, manifest_version
+from .format import Manifest, decode_manifest, manifest_name, manifest_version
+from .names import DATA_DIR, MANIFEST_DIR, data_version
 from .store import DurableStore
 
 
@@ -67,19 +68,37 @@ def verify(store: DurableStore) -> VerifyReport:
                     store, rep, m.aux.path, m.aux.nbytes, lambda d, a=m.aux: decode_aux(d, a)
                 )
             listed.setdefault(m.aux.path, []).append(v)
-    gone = [p for p, why in rep.bad.items() if why.endswith("is missing")]
-    if gone:  # a running writer may have retired them with their manifests: look again
-        present = {manifest_version(n) for n in b.list(MANIFEST_DIR)}
-        for p in gone:
-            if not any(v in present for v in listed.get(p, [])):
+    if rep.bad:  # a running writer may have retired (and reused) them meanwhile: look again
+        present = set(b.list(MANIFEST_DIR))
+        for p in list(rep.bad):
+            if p.startswith(f"{MANIFEST_DIR}/"):
+                retired = p.rsplit("/", 1)[-1] not in present
+            else:
+                retired = not any(manifest_name(v) in present for v in listed.get(p, []))
+            if retired:
                 del rep.bad[p]
-    for p in b.walk(DATA_DIR):
+    unreadable = [
+        manifest_version(p.rsplit("/", 1)[-1]) for p in rep.bad if p.startswith(MANIFEST_DIR)
+    ]
+    upto = max(unreadable, default=-1)
+    kept = 0
+    for p in b.files(DATA_DIR):
         if b.is_spare(p):
             rep.spares.append(p)
-        elif p not in listed:
+        elif p not in listed and (data_version(p) is None or data_version(p) > upto):
             rep.notes.append(
                 f"{p}: listed by no manifest (an interrupted write; the next writer deletes it)"
+                if data_version(p) is not None
+                else f"{p}: not a file of this store (ignored)"
             )
+        elif p not in listed:
+            kept += 1
+    if kept:
+        rep.notes.append(
+            f"{kept} file(s) listed by no intact manifest are kept: an unreadable manifest may "
+            "list them (remove it once you no longer need what it held, and the next writer "
+            "deletes them)"
+        )
     if rep.spares:
         rep.notes.append(
             f"{len(rep.spares)} retired file(s) kept to write over (.spare-*, ignored by "
@@ -124,6 +143,9 @@ def describe(store: DurableStore) -> dict[str, Any]:
     view = store._require_view()
     live = store._with_fallback(store._index)
     view = store._view
+    if _check_sizes(store, view):  # rows of a missing dense segment: resolved again
+        store._live = None
+        live = store._with_fallback(store._index)
     tables = []
     for t, table in enumerate(view.tables):
         iters = live.iterations(t, slice(None))
@@ -161,7 +183,30 @@ def describe(store: DurableStore) -> dict[str, Any]:
         },
         "lock": _lock_owner(store),
         "problems": dict(store.problems),
+        # bad or missing files of this version (its rows come from older copies, if any)
+        "damaged": {p: why for p, why in store.problems.items() if p in set(view.paths())},
     }
+
+
+def _check_sizes(store: DurableStore, view: Manifest) -> bool:
+    """Record in ``store.problems`` each file ``view`` lists that is missing or not the size
+    its manifest says (a dense segment is otherwise not opened until its rows are read)."""
+    files = [(s.path, s.nbytes) for s in view.segments]
+    if view.aux is not None and view.aux.path:
+        files.append((view.aux.path, view.aux.nbytes))
+    found = {}
+    for path, nbytes in files:
+        if path in store.problems:
+            continue
+        size = store.backend.size(path)
+        if size is None:
+            found[path] = f"{path}: file is missing"
+        elif size != nbytes:
+            found[path] = f"{path}: {size} bytes, the manifest says {nbytes}"
+    if found and store.readonly and store._retired(view):
+        raise store._gone(view)  # retired by a running writer meanwhile, not damaged
+    store.problems.update(found)
+    return bool(found)
 
 
 def _lock_owner(store: DurableStore) -> dict | None:

@@ -154,3 +154,17 @@ class BackgroundWriter:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+
+    def abandon(self) -> None:
+        """Stop as a killed process would: the queued jobs are dropped unrun (the one in
+        progress ends as its ``work`` decides), then the thread ends."""
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self._release(job)
+            self._queue.task_done()
+        self.close()
+        self._error = None
