@@ -331,3 +331,39 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
     assert t.iteration == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     close(t)
+
+
+def test_a_simulated_kill_loses_the_saves_a_real_one_loses(tmp_path, monkeypatch):
+    """With async writes, a killed shard's queued saves were made durable by a clean close:
+    the failure record said committed_before [7], restored_from [10]. Now its store is
+    abandoned as a killed process leaves it: the saves it had not committed are lost."""
+    import time
+
+    from scar.store import backends
+
+    t = make_trainer(
+        LocalCluster(), tmp_path, checkpoint="priority", fraction=0.25, period=8,
+        async_writes=True,
+    )  # fmt: skip
+    run_steps(t, 9)
+    for h in t.shards:  # everything so far durable: what shard 2 reports committed
+        t.cluster.get(h, t.cluster.call(h, "sync"))
+    real, hold = backends.LocalBackend.publish, {"on": True}
+
+    def held(self, files, rel, data):
+        """Shard 2's writes stall (a slow disk) until its store is abandoned (at most 2 s)."""
+        deadline = time.monotonic() + 2
+        while "shard-2" in self.root and hold["on"] and time.monotonic() < deadline:
+            if getattr(self, "_fds", None) == {}:  # released: the store was abandoned
+                break
+            time.sleep(0.005)
+        return real(self, files, rel, data)
+
+    monkeypatch.setattr(backends.LocalBackend, "publish", held)
+    run_steps(t, 3)  # two saves queued behind the stalled disk
+    t.kill([2])
+    hold["on"] = False
+    t.refresh()  # the failure is found and the shard replaced
+    f = t.failures[0]
+    assert f.committed_before == [8] and f.restored_from == f.committed_before
+    close(t)

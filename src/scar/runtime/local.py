@@ -4,8 +4,9 @@ A :class:`Cluster` starts nodes (shard servers, workers), calls their methods an
 futures, and kills nodes. ``get`` turns the death of a node into :class:`NodeLost` and an error
 a node raised into that error, so the coordinator never hangs and never sees a backend's
 exception types. The local cluster runs every node in this process, synchronously: a "kill"
-destroys the node object (its live rows are gone; its store, flushed and unlocked, survives, as
-a disk survives a process).
+destroys the node object (its live rows are gone) and loses what a killed process loses - the
+saves its store had not committed yet (``ShardServer.crash``); what was committed survives, as
+a disk survives a process.
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ class LocalCluster(Cluster):
         if h.dead:
             return
         h.dead = True
-        close = getattr(h.actor, "close", None)
-        if close is not None:
+        # a shard loses what a killed process loses (``crash``); other nodes just close
+        stop = getattr(h.actor, "crash", None) or getattr(h.actor, "close", None)
+        if stop is not None:
             try:
-                close()
+                stop()
             except Exception:  # noqa: BLE001 - a dying node's last write may fail
                 pass
         h.actor = None

@@ -409,6 +409,13 @@ class ShardServer:
             self.store.close()
         return durable
 
+    def crash(self) -> None:
+        """Stop as a SIGKILLed shard process would (the local runtime's kill): the saves not
+        committed yet are lost, none is made durable on the way out."""
+        self.store.abandon()
+        if self._saver is not None:
+            self._saver.close()  # (a save still running finds the store gone: dropped)
+
 
 class StandbyShard(ShardServer):
     """A started shard process that serves nothing yet: ``become`` makes it shard ``k`` (a
