@@ -809,41 +809,6 @@ def test_an_unwritable_path_is_a_clear_error(tmp_path):
         DurableStore(str(blocker / "store"))
 
 
-@pytest.mark.parametrize("kind", ["memory", "s3"])
-def test_a_dead_writers_lock_is_recovered(request, tmp_path, kind, capsys):
-    import json
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from scar.cli import main
-
-    if kind == "s3":
-        request.getfixturevalue("s3_server")
-    url = new_url(kind, tmp_path)
-    with DurableStore(url) as s:
-        s.open(SPECS)
-        s.save(0, {"a": (None, np.zeros((10, 3), np.float32))})
-    b = DurableStore(url, readonly=True).backend
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)  # fmt: skip
-    dead = {"host": socket.gethostname(), "pid": int(gone.stdout), "since": 0, "token": "t"}
-    b.fs.pipe_file(b._p("LOCK"), json.dumps(dead).encode())
-    DurableStore(url).close()  # a dead pid on this host: broken automatically
-    taken = {**dead, "pid": os.getpid(), "token": "new"}  # another writer broke it first
-    b.fs.pipe_file(b._p("LOCK"), json.dumps(taken).encode())
-    assert b.break_lock(expected=dead) is None and b.lock_owner() == taken  # left alone
-    b.fs.pipe_file(b._p("LOCK"), json.dumps(dead).encode())
-    elsewhere = {**dead, "host": "another-host", "pid": 1}
-    b.fs.pipe_file(b._p("LOCK"), json.dumps(elsewhere).encode())
-    with pytest.raises(StoreError, match="pid 1 on another-host.*scar ckpt unlock"):
-        DurableStore(url)
-    with pytest.raises(SystemExit) as e:
-        main(["ckpt", "unlock", url])
-    assert e.value.code == 0 and "lock removed" in capsys.readouterr().out
-    DurableStore(url).close()
-
-
 def test_a_crafted_aux_shape_is_refused_not_a_traceback(url):
     """A manifest with a valid checksum but an aux shape whose size wraps around int64."""
     from dataclasses import replace

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
-from store_backends import new_url, s3_server  # noqa: F401
+from store_backends import new_url, s3_server  # noqa: F401 (a fixture)
 
 from scar.cli import main
 from scar.errors import CorruptCheckpointError, StoreError
@@ -251,8 +251,8 @@ def test_a_writer_that_reads_a_bad_segment_keeps_its_older_copies_too(tmp_path):
 
 
 # -- 5. leases on object stores -------------------------------------------------------------
-def s3_store(tmp_path) -> str:
-    url = new_url("s3", tmp_path)
+def s3_store(tmp_path, kind: str = "s3") -> str:
+    url = new_url(kind, tmp_path)
     with open_store(url) as s:
         s.open(SPECS)
         s.save(0, full(0))
@@ -276,7 +276,8 @@ def unlock(url: str, *flags: str, capsys) -> tuple[int, str]:
     return e.value.code, (out.out + out.err).strip()
 
 
-def test_unlock_refuses_a_live_writers_lease_on_s3(s3_server, tmp_path, capsys):  # noqa: F811
+@pytest.mark.usefixtures("s3_server")
+def test_unlock_refuses_a_live_writers_lease_on_s3(tmp_path, capsys):
     url = s3_store(tmp_path)
     w = open_store(url)
     code, msg = unlock(url, capsys=capsys)
@@ -289,11 +290,13 @@ def test_unlock_refuses_a_live_writers_lease_on_s3(s3_server, tmp_path, capsys):
     assert unlock(url, capsys=capsys) == (0, f"{url}: not locked")
 
 
-def test_a_forged_lock_naming_this_host_is_not_broken_without_proof(s3_server, tmp_path, capsys):  # noqa: F811
+@pytest.mark.parametrize("kind", ["memory", "s3"])
+@pytest.mark.usefixtures("s3_server")
+def test_a_forged_lock_naming_this_host_is_not_broken_without_proof(tmp_path, capsys, kind):
     """A lock naming this host and a pid that does not run here may come from another
     machine or container with the same name: not broken automatically, and `unlock` needs
-    --force while its lease is fresh."""
-    url = s3_store(tmp_path)
+    --force while its lease is fresh. Proven dead or expired, it is taken over."""
+    url = s3_store(tmp_path, kind)
     me = lease.identity()
     forged = {"host": me["host"], "pid": exited_pid(), "since": time.time(),
               "renewed": time.time(), "ttl": 30, "token": "t"}  # fmt: skip
@@ -312,10 +315,10 @@ def test_a_forged_lock_naming_this_host_is_not_broken_without_proof(s3_server, t
     open_store(url).close()
 
 
+@pytest.mark.usefixtures("s3_server")
 def test_a_live_writer_renews_its_lease_and_one_that_lost_it_commits_nothing(
-    s3_server,
     tmp_path,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
 ):
     """The issue's case: a second writer forces its way in while the first runs. The first
     notices (its lease is gone) and commits nothing more; no committed file is overwritten."""
@@ -342,7 +345,8 @@ def test_a_live_writer_renews_its_lease_and_one_that_lost_it_commits_nothing(
     assert r.read_rows("a")[0, 0] == 30
 
 
-def test_object_stores_never_write_a_data_file_twice(s3_server, tmp_path):  # noqa: F811
+@pytest.mark.usefixtures("s3_server")
+def test_object_stores_never_write_a_data_file_twice(tmp_path):
     """Even without the lock (forced), a second writer cannot replace a committed segment."""
     url = s3_store(tmp_path)
     a = open_store(url)
@@ -438,14 +442,15 @@ def test_a_reader_of_a_live_store_never_errs_nor_tears(tmp_path):
     assert counts["reads"] >= 20, counts
 
 
-def test_a_reader_of_a_live_s3_store_never_errs_nor_tears(s3_server, tmp_path):  # noqa: F811
+@pytest.mark.usefixtures("s3_server")
+def test_a_reader_of_a_live_s3_store_never_errs_nor_tears(tmp_path):
     counts = reader_loop(new_url("s3", tmp_path), commits=150)
     assert counts["errors"] == 0 and counts["torn"] == 0, counts
     assert counts["reads"] >= 5, counts
 
 
 @pytest.mark.slow
-def test_a_reader_of_a_live_s3_store_during_a_thousand_commits(s3_server, tmp_path):  # noqa: F811
+def test_a_reader_of_a_live_s3_store_during_a_thousand_commits(tmp_path):
     counts = reader_loop(new_url("s3", tmp_path), commits=1000)
     assert counts["errors"] == 0 and counts["torn"] == 0, counts
 
