@@ -963,6 +963,11 @@ class FsspecBackend:
         self._put_lock()
         return True
 
+    def __del__(self) -> None:
+        renewer = getattr(self, "_renewer", None)
+        if renewer is not None:  # dropped without close(): the lease lapses
+            renewer.halt()
+
     def check_lock(self) -> None:
         """Raise unless this writer still holds its lease (called before every write)."""
         if self._renewer is not None:

@@ -190,6 +190,7 @@ class Committing:
         dead = [p for p in dead if self._deletable(p)]
         for p in dead:
             self.problems.pop(p, None)
+            self._unchecked.pop(p, None)
         self.backend.recycle(dead)
 
     def _unreadable_upto(self) -> int:
@@ -203,9 +204,13 @@ class Committing:
         return v is not None and v > self._unreadable_upto()
 
     def _supersessors_intact(self, old: list[int], dead: list[str]) -> bool:
-        """Before files of the retired manifests ``old`` are deleted: check every segment
-        (and aux file) this writer did not write that holds rows of theirs in a newer
-        version, each once. False, with the problem recorded, if one is bad."""
+        """Before files of the retired manifests ``old`` are deleted: check every file this
+        writer inherited and has not checked yet (``_unchecked``) that holds rows of theirs
+        in a newer version - a segment of the same chunk, or a newer aux file. False, with
+        the problem recorded, if one is bad. Free once every inherited file is checked (a
+        read checks what it reads) or retired."""
+        if not self._unchecked:
+            return True
         retiring = {s.path: s for v in old for s in self._manifests[v].segments}
         oldest: dict[tuple[int, int], int] = {}  # (table, chunk) -> oldest version retired
         for p in dead:
@@ -213,26 +218,25 @@ class Committing:
             if s is not None:
                 key = (s.table, s.chunk)
                 oldest[key] = min(oldest.get(key, s.version), s.version)
-        old_aux = [v for v in old if (a := self._manifests[v].aux) is not None and a.path in dead]
-        check: dict[str, tuple] = {}
-        for v, m in self._manifests.items():
-            if m is None or v in old:
+        aux = [
+            a.version for v in old if (a := self._manifests[v].aux) is not None and a.path in dead
+        ]
+        first_aux = min(aux, default=None)
+        for path, (item, table) in list(self._unchecked.items()):
+            if path in dead:
                 continue
-            for s in m.segments:
-                first = oldest.get((s.table, s.chunk))
-                if first is not None and first < s.version < self._own_from:
-                    check.setdefault(s.path, (s, m.tables[s.table]))
-            a = m.aux
-            if old_aux and a is not None and a.path and a.version < self._own_from:
-                check.setdefault(a.path, (a, None))
-        for path, (item, table) in check.items():
-            if path in self._verified:
+            if table is None:
+                needed = first_aux is not None and item.version > first_aux
+            else:
+                first = oldest.get((item.table, item.chunk))
+                needed = first is not None and item.version > first
+            if not needed:
                 continue
             try:
+                data = self._read(path, 0, item.nbytes)
                 if table is None:
-                    decode_aux(self._read(path, 0, item.nbytes), item)
+                    decode_aux(data, item)
                 else:
-                    data = self._read(path, 0, item.nbytes)
                     decode_index(data[: item.index_bytes], item, table)
                     decode_values(data[item.index_bytes :], item, table)
             except CorruptCheckpointError as e:
@@ -244,7 +248,7 @@ class Committing:
                     stacklevel=3,
                 )
                 return False
-            self._verified.add(path)
+            del self._unchecked[path]
         return True
 
     def _clean(self) -> None:

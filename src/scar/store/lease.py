@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from ..errors import StoreError
@@ -141,7 +142,8 @@ class Renewer:
     once the lease is someone else's), and tells the writer whether it may still commit."""
 
     def __init__(self, renew: Callable[[], bool], ttl: float, what: str) -> None:
-        self._renew, self.ttl, self._what = renew, ttl, what
+        # a weak reference: a store dropped without close() is freed, and its lease lapses
+        self._renew, self.ttl, self._what = weakref.WeakMethod(renew), ttl, what
         self._ok = time.monotonic()  # when the last renewal that succeeded was started
         self._lost: str | None = None
         self._stop = threading.Event()
@@ -154,8 +156,12 @@ class Renewer:
             if self._lost is not None:
                 return
             t0 = time.monotonic()
+            renew = self._renew()
+            if renew is None:
+                self._stop.set()
+                return
             try:
-                mine = self._renew()
+                mine = renew()
             except (OSError, StoreError):
                 return  # unreachable for now: try again; ``check`` fences if it lasts
             if mine:
@@ -179,6 +185,10 @@ class Renewer:
                 f"lost the writer lock of {self._what}: {self._lost}; nothing more is "
                 "committed by this writer"
             )
+
+    def halt(self) -> None:
+        """Stop renewing (without waiting for the thread)."""
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()

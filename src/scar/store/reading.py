@@ -314,7 +314,9 @@ class Reading:
 
     def _values(self, seg: Segment) -> np.ndarray:
         data = self._read(seg.path, seg.index_bytes, seg.values_bytes)
-        return decode_values(data, seg, self._live.tables[seg.table])
+        out = decode_values(data, seg, self._live.tables[seg.table])
+        self._unchecked.pop(seg.path, None)  # (its index was checked when the view was read)
+        return out
 
     def _values_into(self, seg: Segment, out: np.ndarray) -> None:
         """The values of ``seg`` into ``out`` (its rows x width): a raw section is read straight
@@ -330,3 +332,4 @@ class Reading:
         except OSError as e:
             raise corrupt(seg.path, f"{seg.path}: cannot read ({e})") from None
         check_values_inplace(mv[:n], seg)
+        self._unchecked.pop(seg.path, None)

@@ -108,8 +108,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
         self._live: LiveSet | None = None
         self._refs: Counter = Counter()  # path -> retained manifests that list it
         self._next_version = 0
-        self._own_from = 0  # the first version this writer writes (older ones it inherits)
-        self._verified: set[str] = set()  # inherited files checked whole (commit.py)
+        self._unchecked: dict = {}  # inherited files not checked whole yet (commit.py)
         self._found = 0  # bad files found so far (``problems`` grew)
         self._pinned = False  # a version chosen with checkout (read-only)
         self._served = False  # a read was served from the view (read-only: it stays)
@@ -138,7 +137,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
             raise
         try:
             self._load()
-            self._own_from = self._next_version
+            self._unchecked = self._inherited()
             self._warn_unreadable()
             self._clean()
             if self._view is not None:
@@ -146,6 +145,17 @@ class DurableStore(Committing, Reading, CheckpointStore):
         except BaseException:
             self.backend.unlock()
             raise
+
+    def _inherited(self) -> dict:
+        """path -> (segment, its table) or (aux, None): every file the retained manifests
+        list, which a writer that opens the store did not write and has not checked."""
+        out: dict = {}
+        for m in self.intact():
+            for seg in m.segments:
+                out.setdefault(seg.path, (seg, m.tables[seg.table]))
+            if m.aux is not None and m.aux.path:
+                out.setdefault(m.aux.path, (m.aux, None))
+        return out
 
     def _warn_unreadable(self) -> None:
         bad = [p for p in self.problems if p.startswith(MANIFEST_DIR)]
