@@ -27,6 +27,7 @@ from .index import compiled, increasing
 ZSTD_LEVEL = 1
 PAYS = 0.9  # compress a segment only if that saves at least 10 %
 PROBE = 1 << 16  # a segment over 8 of these is compressed only if 4 samples of this size pay
+PIECE = 1 << 24  # the first buffer a section is decompressed into (a whole 16 MB chunk's values)
 
 
 def _zstd():
@@ -144,21 +145,64 @@ def _check(data: bytes, nbytes: int, crc: str, path: str, what: str) -> None:
         raise corrupt(path, f"{path}: {what} checksum mismatch")
 
 
-def _expand(data: bytes, codec: str, raw: int, path: str, what: str) -> bytes:
+def _expand(data: bytes, codec: str, raw: int, path: str, what: str) -> bytes | np.ndarray:
+    """The ``raw`` bytes of a section: ``data`` itself, or zstd-decompressed. Decompression
+    streams into buffers allocated as output arrives (the first ``PIECE`` bytes, then as many
+    again as read so far) and stops as soon as the data would give more than ``raw``: neither
+    the frame's header nor the manifest's size allocates memory the data does not fill."""
     if codec == "raw":
         return data
+    pieces, n, extra = [], 0, b""
     try:
-        out = _zstd().ZstdDecompressor().decompress(data, max_output_size=raw)
+        with _zstd().ZstdDecompressor().stream_reader(data) as reader:
+            while n < raw:
+                buf = np.empty(min(raw - n, max(n, PIECE)), np.uint8)
+                k = _fill(reader, memoryview(buf))
+                pieces.append(buf[:k])
+                n += k
+                if k < buf.size:
+                    break
+            if n == raw:
+                extra = reader.read(1)
     except Exception as e:  # zstandard.ZstdError
         raise corrupt(path, f"{path}: {what} does not decompress ({e})") from None
-    if len(out) != raw:
-        raise corrupt(path, f"{path}: {what} decompresses to {len(out)} bytes, not {raw}")
-    return out
+    if n != raw or extra:
+        more = "more than " if extra else ""
+        raise corrupt(path, f"{path}: {what} decompresses to {more}{n} bytes, not {raw}")
+    if len(pieces) == 1:
+        return pieces[0]
+    return np.concatenate(pieces) if pieces else np.empty(0, np.uint8)
+
+
+def _fill(reader, buf: memoryview) -> int:
+    """Decompress into ``buf`` until it is full or the data ends; the bytes written."""
+    n = 0
+    while n < len(buf):
+        k = reader.readinto(buf[n:])
+        if not k:
+            break
+        n += k
+    return n
+
+
+def _fits(seg: Segment, table: Table, values: bool = False) -> None:
+    """A segment must hold rows of one of ``table``'s chunks, and a raw one's ``values`` as
+    many bytes as they take (an older manifest's segment, read in place of a bad one, is
+    resolved through the tables of the version read)."""
+    c = seg.chunk
+    if not (
+        0 <= c < len(table.chunks) - 1
+        and seg.rows <= table.chunk_rows(c)
+        and (seg.rows == table.chunk_rows(c) or not seg.dense)
+        and not (values and seg.codec == "raw" and seg.values_bytes != seg.rows * table.row_bytes)
+    ):
+        raise corrupt(seg.path, f"{seg.path}: does not hold rows of table {table.name!r}")
 
 
 def decode_index(data: bytes, seg: Segment, table: Table) -> tuple[np.ndarray, np.ndarray | None]:
     """(row ids, per-row iterations or None) of a segment, from its index section."""
     _check(data, seg.index_bytes, seg.index_crc, seg.path, "index section")
+    _fits(seg, table)
     lo, hi = table.chunks[seg.chunk], table.chunks[seg.chunk + 1]
     if seg.dense and not seg.row_iters:
         return np.arange(lo, hi, dtype=np.int64), None
@@ -189,6 +233,7 @@ def decode_index(data: bytes, seg: Segment, table: Table) -> tuple[np.ndarray, n
 def decode_values(data: bytes, seg: Segment, table: Table) -> np.ndarray:
     """The (rows, width) values of a segment, from its values section (read-only view)."""
     _check(data, seg.values_bytes, seg.values_crc, seg.path, "values section")
+    _fits(seg, table, values=True)
     raw = seg.rows * table.row_bytes
     dt = table.stored_dtype
     if seg.codec == "zstd":
