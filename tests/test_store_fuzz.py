@@ -453,13 +453,6 @@ def build(url: str, compression: str | None) -> None:
             s.save(3 * v, rows, aux={**aux, "cursor": np.array([v, -v])} if v % 2 else None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="reading.py, not the manifest's validation: once a data file is bad, _candidates "
-    "resolves the segments of every older manifest through the view's tables, and a valid "
-    "newest manifest with fewer tables than the older ones sends them out of range",
-)
 def test_a_newest_manifest_with_fewer_tables_and_a_bad_aux_file(tmp_path):
     """A crafted manifest, consistent on its own (table 'a' and its segments only; its aux
     file's CRC wrong): its rows of 'a' read as before, its aux from the older copy."""

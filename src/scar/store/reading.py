@@ -139,12 +139,14 @@ class Reading:
     def _candidates(self, view: Manifest) -> list[Segment]:
         """The segments to resolve rows through, in the order they override each other: the
         view's own list, or - once a segment is known bad - every segment of every retained
-        version up to the view, so that older copies can stand in for the bad one's rows."""
+        version up to the view with the same tables (a writer never changes them: one that
+        differs was not written by it), so that older copies can stand in for the bad one's
+        rows."""
         if not any(p.startswith(DATA_DIR) for p in self.problems):
             return list(view.segments)
         found: dict[str, Segment] = {}
         for m in self.intact():
-            if m.version <= view.version:
+            if m.version <= view.version and m.tables == view.tables:
                 for seg in m.segments:
                     found.setdefault(seg.path, seg)
         return sorted(found.values(), key=lambda s: (s.version, s.table, s.chunk))
