@@ -106,12 +106,17 @@ def test_train_writes_the_documented_json(tmp_path):
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     assert d["config"]["runtime"] == "local" and d["config"]["kill_at"] == 13
-    # 20 iterations + 3 re-done after rolling back from 13 to the checkpoint at 10
-    assert d["totals"]["iterations"] == 20 and d["totals"]["steps"] == 23
-    assert d["iterations"] == list(range(0, 14)) + list(range(11, 21))
-    assert len(d["objective"]) == 24 and d["objective_final"] == d["objective"][-1]
-    assert d["objective"][-1] < d["objective"][0]
+    # 20 iterations + those re-done after rolling back from 13 to the newest committed
+    # checkpoint: 10, or 5 if the async save at 10 was still queued when the shards were
+    # killed (a kill loses what was not committed, as a real one does)
     (f,) = d["failures"]
+    back = f["resume_iteration"]
+    assert back in (5, 10) and back >= max(f["committed_before"])
+    assert d["totals"]["iterations"] == 20 and d["totals"]["steps"] == 20 + 13 - back
+    assert d["iterations"] == list(range(0, 14)) + list(range(back + 1, 21))
+    assert len(d["objective"]) == len(d["iterations"])
+    assert d["objective_final"] == d["objective"][-1]
+    assert d["objective"][-1] < d["objective"][0]
     assert set(f) >= {
         "iteration",
         "shards",
@@ -121,13 +126,14 @@ def test_train_writes_the_documented_json(tmp_path):
         "bytes_restored",
         "perturbation_norm",
     }
-    assert f["iteration"] == 13 and len(f["shards"]) == 2 and f["resume_iteration"] == 10
+    assert f["iteration"] == 13 and len(f["shards"]) == 2
     assert f["rows_restored"] == 65 and f["bytes_restored"] == 65 * 10 * 4
     assert f["perturbation_norm"] > 0
     t = d["totals"]
     assert {"wall_seconds", "checkpoint_seconds", "recovery_seconds"} <= set(t)
     assert t["background_checkpoint_cpu_seconds"] > 0  # async writes (the default)
-    assert t["checkpoint_bytes"] == 4 * 65 * 10 * 4  # periodic saves at 5, 10, 15, 20
+    saves = 2 + sum(i > back for i in (5, 10, 15, 20))  # periodic: 5, 10, then after the rollback
+    assert t["checkpoint_bytes"] == saves * 65 * 10 * 4
     assert t["committed_iteration"] == 20
 
 
