@@ -11,7 +11,7 @@ from ..experiments.models import MODEL_DATASETS, MODEL_OPTIMIZERS
 from ..policies import POLICIES
 from ..recovery import RECOVERY_MODES
 from ..state import SHARDING_SCHEMES
-from ..store.backends import check_url
+from ..store.urls import check_url
 from ..store.writer import PRIORITIES
 
 RUNTIMES = ("local", "ray")

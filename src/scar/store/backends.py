@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import StoreError
 from . import lease
 from .names import DATA_DIR, LOCK_NAME, MANIFEST_DIR, foreign, is_spare, is_temporary, ours
+from .urls import check_url
 
 PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger than this
 # A batch smaller than this is flushed by fsyncs one after another, not concurrently: flushing
@@ -1024,22 +1025,6 @@ class FsspecBackend:
 def _precondition(e: OSError) -> bool:
     """Whether an error is S3's refusal of a conditional request (the object changed)."""
     return "pre-condition" in str(e) or "PreconditionFailed" in str(e)
-
-
-URL_FORMS = "a path, file://PATH, memory://NAME or s3://BUCKET[/PREFIX]"
-
-
-def check_url(url: str) -> str:
-    """``url`` if it names a store; else a StoreError that says what a store URL looks like."""
-    if not isinstance(url, str) or not url.strip():
-        raise StoreError(f"not a store URL: {url!r} (expected {URL_FORMS})")
-    if "://" in url:
-        scheme, rest = url.split("://", 1)
-        if not scheme or not rest.strip("/"):
-            raise StoreError(f"not a store URL: {url!r}: nothing after {scheme}:// ({URL_FORMS})")
-        if scheme in ("s3", "s3a") and not rest.split("/", 1)[0]:
-            raise StoreError(f"not a store URL: {url!r}: no bucket (s3://BUCKET[/PREFIX])")
-    return url
 
 
 def backend_for(url: str, storage_options: dict | None = None, fsync: bool = True):
