@@ -42,7 +42,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 import numpy as np  # noqa: E402
 
 from scar.select import (  # noqa: E402
-    _choose_top,
     gather_saving,
     select_top_changed_among,
     single_threaded,
@@ -50,6 +49,7 @@ from scar.select import (  # noqa: E402
     take_top_changed,
     top_k,
 )
+from scar.select.changed import _choose_top  # noqa: E402
 
 
 def fused(mask, live, saved, k):

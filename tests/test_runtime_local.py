@@ -103,7 +103,7 @@ def test_partial_recovery_keeps_survivors_and_restores_the_lost_shard(tmp_path):
 def test_a_failed_selection_leaves_every_dirty_row_dirty(monkeypatch):
     """The shard's selection clears its dirty mask as it reads it; if the selection then
     fails, nothing was saved, and every row it read must stay dirty for the next save."""
-    from scar import select as sel
+    from scar.select import changed as sel
 
     policy = TrackedPriority(PriorityPolicy(period=16, fraction=0.25), {"w": 12})
     policy.touch_all()

@@ -6,6 +6,7 @@ import pytest
 from scar import select
 from scar.policies import PriorityPolicy
 from scar.select import (
+    changed,
     row_change_norms,
     select_top_changed,
     select_top_changed_among,
@@ -14,6 +15,7 @@ from scar.select import (
     take_top_changed,
     top_k,
     top_k_sparse,
+    topk,
 )
 
 SIZES = [1, 2, 17, 1000, 100_003]
@@ -39,7 +41,7 @@ def ks_for(n: int) -> list[int]:
 @pytest.fixture(params=["sort", "radix"])
 def path(request, monkeypatch):
     """Run each top_k test through both the small-input sort path and the radix kernel."""
-    monkeypatch.setattr(select, "_SMALL_N", 1 << 62 if request.param == "sort" else 0)
+    monkeypatch.setattr(topk, "_SMALL_N", 1 << 62 if request.param == "sort" else 0)
     return request.param
 
 
@@ -119,8 +121,8 @@ def test_chunk_quotas(nchunks):
         for scores in (rng.integers(0, 3, n).astype(np.float32), np.ones(n), signed):
             order = ranking(scores)
             for k in (1, n // 3, n // 2, n - 1):
-                with select._threads(0):  # one thread: tiny inputs, many calls
-                    got = select._top_k_radix(scores, k, nchunks)
+                with topk._threads(0):  # one thread: tiny inputs, many calls
+                    got = topk._top_k_radix(scores, k, nchunks)
                 np.testing.assert_array_equal(got, reference(scores, k, order))
 
 
@@ -321,9 +323,10 @@ def test_warm_up_compiles_every_kernel_of_a_large_selection(dtype):
 import json
 import numpy as np
 from scar import select
+from scar.select import topk
 names = {RADIX_KERNELS!r}
 def sigs():
-    return [len(getattr(select, n).signatures) for n in names]
+    return [len(getattr(topk, n).signatures) for n in names]
 before = sigs()
 select.warm_up(np.{dtype})
 after = sigs()
@@ -404,7 +407,7 @@ def test_the_choice_among_changed_rows_is_top_k_of_the_whole_table(dtype):
             dense[ids] = scores
             order = ranking(dense)
             for k in sorted({1, 2, m // 3, m // 2, m - 1, m} - {0}):
-                chosen, still = select._choose(ids, scores, k, n)
+                chosen, still = changed._choose(ids, scores, k, n)
                 np.testing.assert_array_equal(chosen, reference(dense, k, order))
                 left = np.setdiff1d(ids, chosen)
                 expected = np.union1d(left, ids[np.isnan(scores)])
@@ -461,9 +464,10 @@ def test_warm_up_rows_compiles_every_kernel_a_shards_save_runs(width):
 import json
 import numpy as np
 from scar import select
+from scar.select import changed
 names = {ROW_KERNELS!r}
 def sigs():
-    return [len(getattr(select, n).signatures) for n in names]
+    return [len(getattr(changed, n).signatures) for n in names]
 select.warm_up_rows(np.float32, {width})
 after = sigs()
 rng = np.random.default_rng(0)
