@@ -56,8 +56,8 @@ import importlib.util  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from scar.store import DurableStore, TableSpec, backends  # noqa: E402
-from scar.store.backends import fsync_path  # noqa: E402  (open, fsync, close: nothing more)
+from scar.store import DurableStore, TableSpec  # noqa: E402
+from scar.store.backends import fsync_path, local  # noqa: E402  (fsync_path: open, fsync, close)
 from scar.store.index import load_kernels  # noqa: E402
 
 # the machine's CPU counters as ray_overhead.py reads them (cpu_ticks, Clock)
@@ -105,13 +105,13 @@ def run_store(root: str, rows: int, versions, variant: str = "store") -> dict[st
     }
     if variant == "store_no_compaction":
         opts["compact_after"] = 10**9
-    large_batch = backends.LARGE_BATCH
+    large_batch = local.LARGE_BATCH
     if variant == "store_large_mode":
-        backends.LARGE_BATCH = 0
+        local.LARGE_BATCH = 0
     try:
         return _timed_saves(os.path.join(root, "s"), rows, versions, opts)
     finally:
-        backends.LARGE_BATCH = large_batch
+        local.LARGE_BATCH = large_batch
 
 
 def _timed_saves(url: str, rows: int, versions, opts: dict) -> dict[str, float]:

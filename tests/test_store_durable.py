@@ -14,7 +14,9 @@ from scar.checkpoint import Checkpointer
 from scar.errors import ConfigError, CorruptCheckpointError, StoreError
 from scar.policies import make_policy
 from scar.state import Sharding, State
-from scar.store import CheckpointWarning, DurableStore, MemoryStore, TableSpec, backends
+from scar.store import CheckpointWarning, DurableStore, MemoryStore, TableSpec
+from scar.store.backends import LocalBackend, local
+from scar.store.backends import spares as spare_files
 from scar.store.format import manifest_name
 from scar.store.tools import verify
 
@@ -532,7 +534,7 @@ def test_compaction_and_retention_bound_the_files_and_keep_every_value(url):
         listed = {p for m in s.intact() for p in m.paths()}
         kept = spares(s.backend, "data")  # local disks: retired files to reuse
         assert set(files) - set(kept) == listed  # nothing else unlisted is kept
-        assert len(kept) <= backends.MAX_SPARES and (kept == [] or s.backend.local)
+        assert len(kept) <= spare_files.MAX_SPARES and (kept == [] or s.backend.local)
         assert len(files) - len(kept) <= 2 * (8 * 3 + 3)
         assert any(seg.row_iters for seg in s._view.segments)  # compaction happened
     assert not spares(s.backend)  # closing deletes them
@@ -627,9 +629,9 @@ def test_spares_left_by_a_crashed_writer_are_deleted_by_the_next(tmp_path):
 
 
 def test_spares_are_bounded_and_only_small_files_are_kept(tmp_path, monkeypatch):
-    monkeypatch.setattr(backends, "MAX_SPARES", 3)
-    monkeypatch.setattr(backends, "SPARE_BYTES", 8192)
-    b = backends.LocalBackend(str(tmp_path))
+    monkeypatch.setattr(spare_files, "MAX_SPARES", 3)
+    monkeypatch.setattr(spare_files, "SPARE_BYTES", 8192)
+    b = LocalBackend(str(tmp_path))
     b.make_root(("data",))
     files = [(f"data/v{i:010d}.aux", [bytes(4000 if i < 5 else 9000)]) for i in range(7)]
     b.write_files(files)
@@ -865,15 +867,13 @@ def test_creating_a_store_flushes_its_new_directories(tmp_path, monkeypatch, lar
     the batch is flushed file by file (small) or concurrently, after early write-back (large)."""
     import os
 
-    from scar.store import backends
-
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc to name fsynced files")
-    monkeypatch.setattr(backends, "LARGE_BATCH", 1 if large else 1 << 40)
+    monkeypatch.setattr(local, "LARGE_BATCH", 1 if large else 1 << 40)
     synced, real = [], os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))  # fmt: skip
-    data = backends._datasync  # files: fdatasync (their data and size, not their times)
-    monkeypatch.setattr(backends, "_datasync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or data(fd))  # fmt: skip
+    data = local._datasync  # files: fdatasync (their data and size, not their times)
+    monkeypatch.setattr(local, "_datasync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or data(fd))  # fmt: skip
     root = tmp_path / "new" / "store"
     with DurableStore(str(root)) as s:
         assert {str(tmp_path), str(tmp_path / "new"), str(root)} <= set(synced)

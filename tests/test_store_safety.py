@@ -22,9 +22,9 @@ from scar.store import (
     DurableStore,
     TableSpec,
     VersionRetired,
-    lease,
     open_store,
 )
+from scar.store.backends import lease
 from scar.store.tools import verify
 
 SPECS = [TableSpec("a", 40, 3), TableSpec("b", 6, 2, "float64")]

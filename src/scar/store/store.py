@@ -95,7 +95,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
             raise ConfigError("compact_after must be >= 2 and chunk_bytes >= 1")
         self.url = url
         self.backend = backend_for(url, storage_options, fsync)
-        if async_writes and writer_priority == "idle" and hasattr(self.backend, "thread_init"):
+        if async_writes and writer_priority == "idle":
             self.backend.thread_init = idle_priority  # its fsync threads work for the writer
         self.readonly = readonly
         self.compression = compression or "raw"

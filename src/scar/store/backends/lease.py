@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from ..errors import StoreError
+from ...errors import StoreError
 
 TTL = 30.0  # seconds a lease lasts without renewal
 FENCE = 2 / 3  # a holder stops committing once it has not renewed for this share of the ttl

@@ -1,22 +1,4 @@
-"""Where a store's files live: a local directory, or any fsspec filesystem (memory://, s3://).
-
-A backend offers the few operations the store needs, with the durability each promises:
-
-A file to write is ``(path, buffers)``; ``buffers`` may be a :class:`Deferred`, built only when
-the file is written (so checksums and compression of one file overlap the I/O of the others).
-
-* ``write_files`` — the files are durable when it returns (local: write, fsync the files and
-  their directories; object stores: one put per object, which appears whole or not at all);
-* ``publish`` — write files, then commit one small file atomically (local: the files and a
-  temporary file are written and flushed together, then the temporary file is renamed and the
-  directory flushed; object stores: the puts, then a single put-if-absent of the small file —
-  on S3 a rename is a copy and a delete, so it is never used);
-* ``lock`` — the exclusive writer lock (local: ``flock`` on ``LOCK``, released by the kernel
-  when the writer dies; object stores: a ``LOCK`` object created with put-if-absent, holding
-  the owner's host and pid, see :meth:`FsspecBackend.lock`).
-
-Every ``OSError`` becomes a :class:`StoreError` naming the file.
-"""
+"""A store's files in a directory on a local file system (see ``LocalBackend``)."""
 
 from __future__ import annotations
 
@@ -25,16 +7,16 @@ import errno
 import json
 import os
 import stat
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import StoreError
+from ...errors import StoreError
+from ..names import DATA_DIR, LOCK_NAME, MANIFEST_DIR, foreign, is_spare, is_temporary, ours
 from . import lease
-from .names import DATA_DIR, LOCK_NAME, MANIFEST_DIR, foreign, is_spare, is_temporary, ours
-from .urls import check_url
+from .base import Backend, buffers_of, size_of, why
+from .spares import Spares
 
 PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger than this
 # A batch smaller than this is flushed by fsyncs one after another, not concurrently: flushing
@@ -42,10 +24,7 @@ PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger th
 # more CPU (a 32768-row sparse version: benchmarks/store_small_versions.py, large mode).
 LARGE_BATCH = 4 << 20
 KEEP_OPEN = 32  # a small batch of at most this many files keeps them open from write to fsync
-SPARE_BYTES = 4 << 20  # retired files up to this size are kept as spares to write over
-MAX_SPARES = 16  # spares kept at most (further retired files are deleted)
 SPARE_MARK = ".spare-"  # a spare's name in its folder: <folder>/.spare-<hex>
-BLOCK = 4096  # spares are matched to new files by their size in blocks of this many bytes
 _datasync = getattr(os, "fdatasync", os.fsync)  # data and the size, not the times
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -70,21 +49,6 @@ def _writeback_function():
 _start_writeback = _writeback_function()
 
 
-class Deferred:
-    """The buffers of a file, built when the file is written; ``nbytes`` is their size, about."""
-
-    def __init__(self, nbytes: int, build: Callable[[], list]) -> None:
-        self.nbytes, self.build = nbytes, build
-
-
-def _buffers(b) -> list:
-    return b.build() if isinstance(b, Deferred) else b
-
-
-def _size(b) -> int:
-    return b.nbytes if isinstance(b, Deferred) else sum(len(memoryview(x).cast("B")) for x in b)
-
-
 def fsync_path(path: str, flush: Callable[[int], None] | None = None) -> None:
     """Open ``path``, flush it (``os.fsync``, or ``flush``), close it."""
     fd = os.open(path, os.O_RDONLY)
@@ -106,69 +70,7 @@ def _close(files: list[Written]) -> None:
                 os.close(fd)
 
 
-def _why(e: BaseException) -> str:
-    return getattr(e, "strerror", None) or str(e) or type(e).__name__
-
-
-class _Spares:
-    """Retired files kept to be written over, by size in blocks. A file retired at version
-    ``v`` (its manifest retired, or no retained manifest listing it) may be written over
-    only once a later commit has flushed the folder that renamed it: before that, a crash of
-    the machine could bring back its old name, and even its old manifest, with another
-    file's bytes in it. So a retired spare waits (``retired``) until a commit flushes its
-    folder (``committed``), and is taken (``take``) from then on. Thread-safe: a large batch
-    writes its files on two threads."""
-
-    def __init__(self) -> None:
-        self._ready: dict[int, list[tuple[str, int]]] = {}  # blocks -> [(name, bytes)]
-        self._waiting: list[tuple[str, int]] = []
-        self._lock = threading.Lock()
-
-    def room(self) -> bool:
-        return len(self._waiting) + sum(map(len, self._ready.values())) < MAX_SPARES
-
-    def retired(self, name: str, size: int) -> None:
-        with self._lock:
-            self._waiting.append((name, size))
-
-    def committed(self, flushed: set[str] | None) -> None:
-        """A commit has flushed the folders ``flushed``: the spares waiting in them are ready
-        (every one with None: nothing is flushed, and a crash of the machine is not covered)."""
-        with self._lock:
-            still = []
-            for name, size in self._waiting:
-                if flushed is None or name.rsplit("/", 1)[0] in flushed:
-                    self._ready.setdefault(_blocks(size), []).append((name, size))
-                else:
-                    still.append((name, size))
-            self._waiting = still
-
-    def take(self, size: int) -> tuple[str, int] | None:
-        """A spare of as many blocks as ``size`` bytes: (its name, its size), or None."""
-        if not self._ready:
-            return None
-        with self._lock:
-            found = self._ready.get(_blocks(size))
-            if not found:
-                return None
-            spare = found.pop()
-            if not found:
-                del self._ready[_blocks(size)]
-            return spare
-
-    def drop(self) -> list[str]:
-        """Forget every spare; their names (to delete)."""
-        with self._lock:
-            names = [n for v in self._ready.values() for n, _ in v] + [n for n, _ in self._waiting]
-            self._ready, self._waiting = {}, []
-            return names
-
-
-def _blocks(size: int) -> int:
-    return -(-size // BLOCK)
-
-
-class LocalBackend:
+class LocalBackend(Backend):
     """A directory on a local file system.
 
     A writer (``make_root``) holds its folders open: the store's own folder, ``manifests/``
@@ -189,7 +91,7 @@ class LocalBackend:
         self._lock_fd: int | None = None
         self._fds: dict[str, int] = {}  # a writer's folders ("": the store's), kept open
         self._pool: ThreadPoolExecutor | None = None
-        self._spares = _Spares()  # retired files kept to be written over (see recycle)
+        self._spares = Spares()  # retired files kept to be written over (see recycle)
         # run by every helper thread (fsync, parallel writes) first: the store's async writer
         # at idle priority sets its priority for them too
         self.thread_init: Callable[[], object] | None = None
@@ -269,7 +171,7 @@ class LocalBackend:
             raise
         except OSError as e:
             self.release()
-            raise StoreError(f"cannot write checkpoint store {self.root}: {_why(e)}") from None
+            raise StoreError(f"cannot write checkpoint store {self.root}: {why(e)}") from None
 
     def _folder(self, name: str, create: bool) -> int:
         """Open folder ``name`` of the store (made if ``create``), refusing a symbolic link."""
@@ -301,7 +203,7 @@ class LocalBackend:
         except FileNotFoundError:
             return []
         except OSError as e:
-            raise StoreError(f"cannot list {self._p(sub)}: {_why(e)}") from None
+            raise StoreError(f"cannot list {self._p(sub)}: {why(e)}") from None
 
     def files(self, sub: str) -> list[str]:
         """The files directly in folder ``sub``, as paths inside the store (no subfolders, no
@@ -313,7 +215,7 @@ class LocalBackend:
         except FileNotFoundError:
             return []
         except OSError as e:
-            raise StoreError(f"cannot list {self._p(sub)}: {_why(e)}") from None
+            raise StoreError(f"cannot list {self._p(sub)}: {why(e)}") from None
         return sorted(f"{sub}/{n}" for n in names)
 
     def size(self, rel: str) -> int | None:
@@ -350,8 +252,8 @@ class LocalBackend:
         write-back as it was written submitted the page two of them share twice. The file is
         new, or a spare of as many blocks written over (``recycle``)."""
         early = self.fsync and _start_writeback is not None
-        bufs = _buffers(buffers)
-        size = _size(bufs)
+        bufs = buffers_of(buffers)
+        size = size_of(bufs)
         fd = self._over_spare(rel, size)
         if fd is None:
             fd = self._open(rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -428,7 +330,7 @@ class LocalBackend:
         to the fsyncs (``files`` vs ``files_each`` and ``files_late`` in
         benchmarks/commit_schemes.py)."""
         pending = sorted({rel.rsplit("/", 1)[0] for rel, _ in files})
-        total = sum(_size(bufs) for _, bufs in files)
+        total = sum(size_of(bufs) for _, bufs in files)
         large = total >= LARGE_BATCH
         if total > PARALLEL_BYTES and len(files) > 1:
             with ThreadPoolExecutor(2, initializer=self.thread_init) as pool:
@@ -445,7 +347,7 @@ class LocalBackend:
             dirs, large = self._write_all(files, written)
             self._fsync_all(written, dirs, concurrent=large)
         except OSError as e:
-            raise StoreError(f"cannot write to checkpoint store {self.root}: {_why(e)}") from None
+            raise StoreError(f"cannot write to checkpoint store {self.root}: {why(e)}") from None
         finally:
             _close(written)
 
@@ -471,7 +373,7 @@ class LocalBackend:
         except OSError as e:
             with contextlib.suppress(OSError):
                 self._unlink(tmp)
-            raise StoreError(f"cannot write to checkpoint store {self.root}: {_why(e)}") from None
+            raise StoreError(f"cannot write to checkpoint store {self.root}: {why(e)}") from None
         finally:
             _close(written)
 
@@ -488,7 +390,7 @@ class LocalBackend:
             except FileNotFoundError:
                 continue
             except OSError as e:
-                raise StoreError(f"cannot delete {self._p(rel)}: {_why(e)}") from None
+                raise StoreError(f"cannot delete {self._p(rel)}: {why(e)}") from None
 
     def recycle(self, rels: list[str]) -> None:
         """Files no retained manifest lists any more: small ones are kept as spares (renamed
@@ -496,7 +398,7 @@ class LocalBackend:
         over one in place (``_write_one``), the others deleted. A sparse priority save
         writes files of one size every time: reusing them frees and allocates no blocks, so
         the file system has no allocation to flush and no freed blocks to discard (see
-        :class:`_Spares` for when a spare may be written over, and benchmarks/
+        :class:`Spares` for when a spare may be written over, and benchmarks/
         store_small_versions.py for what it saves). The writer deletes its spares when it
         closes the store; after a crash, the next writer does (they are in no manifest)."""
         for rel in rels:
@@ -510,8 +412,7 @@ class LocalBackend:
                 if (
                     not stat.S_ISREG(st.st_mode)
                     or st.st_nlink != 1
-                    or not 0 < st.st_size <= SPARE_BYTES
-                    or not self._spares.room()
+                    or not self._spares.keeps(st.st_size)
                 ):
                     self._unlink(rel)
                     continue
@@ -521,7 +422,7 @@ class LocalBackend:
             except FileNotFoundError:
                 continue
             except OSError as e:
-                raise StoreError(f"cannot delete {self._p(rel)}: {_why(e)}") from None
+                raise StoreError(f"cannot delete {self._p(rel)}: {why(e)}") from None
             self._spares.retired(spare, st.st_size)
 
     def _over_spare(self, rel: str, size: int) -> int | None:
@@ -543,6 +444,16 @@ class LocalBackend:
                 os.close(fd)
                 raise
         return fd
+
+    def destroy(self) -> None:
+        self.release()
+        for d in (MANIFEST_DIR, DATA_DIR):
+            self.delete([p for p in self.files(d) if ours(p)])
+            with contextlib.suppress(OSError):
+                os.rmdir(self._p(d))
+        self.delete([LOCK_NAME])
+        with contextlib.suppress(OSError):
+            os.rmdir(self.root)
 
     def is_spare(self, name: str) -> bool:
         return is_spare(name)
@@ -570,7 +481,7 @@ class LocalBackend:
                     f"{path} is a symbolic link: refusing to use it as the writer lock (a "
                     "store's LOCK is a plain file of its own; remove the link)"
                 ) from None
-            raise StoreError(f"cannot lock {path}: {_why(e)}") from None
+            raise StoreError(f"cannot lock {path}: {why(e)}") from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
@@ -582,7 +493,7 @@ class LocalBackend:
         except OSError as e:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-                raise StoreError(f"cannot lock {path}: {_why(e)}") from None
+                raise StoreError(f"cannot lock {path}: {why(e)}") from None
             raise StoreError(
                 f"checkpoint store {self.root} is in use by {lease.describe(self._owner())}: "
                 "one writer at a time"
@@ -665,373 +576,3 @@ class LocalBackend:
                 "lock is released by the kernel when its writer exits: stop that process"
             )
         return None
-
-
-_SDKS = ("botocore", "aiobotocore", "s3fs", "aiohttp")
-
-
-class _OSErrors:
-    """A filesystem whose calls raise the errors of the cloud SDK under it (no credentials, an
-    endpoint that does not answer, a refused request) as ``OSError``, like fsspec's own: every
-    backend method turns those into a :class:`StoreError` naming the store."""
-
-    def __init__(self, fs) -> None:
-        self._fs = fs
-
-    def __getattr__(self, name: str):
-        attr = getattr(self._fs, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args, **kwargs):
-            try:
-                return attr(*args, **kwargs)
-            except OSError:
-                raise
-            except Exception as e:
-                if type(e).__module__.split(".", 1)[0] in _SDKS:
-                    raise OSError(errno.EIO, f"{type(e).__name__}: {e}") from e
-                raise
-
-        return call
-
-
-class FsspecBackend:
-    """Any fsspec filesystem: ``memory://``, ``s3://`` (through s3fs), ...
-
-    Objects are never written over: a data file is put only if absent, so a second writer
-    (one that broke a live writer's lock by force) fails instead of replacing a committed
-    segment, and a version whose write failed is not written again under its number
-    (``overwrites``). The lock is a lease (lease.py), renewed while the writer runs; on S3 it
-    is renewed and removed only if it is still this writer's (conditional requests)."""
-
-    local = False
-    overwrites = False
-
-    def __init__(
-        self, url: str, storage_options: dict | None = None, lease_seconds: float | None = None
-    ) -> None:
-        import fsspec
-
-        opts = dict(storage_options or {})
-        if url.startswith(("s3://", "s3a://")):
-            opts.setdefault("use_listings_cache", False)
-        try:
-            fs, root = fsspec.core.url_to_fs(url, **opts)
-        except (ImportError, ValueError) as e:
-            raise StoreError(f"cannot open checkpoint store {url}: {e}") from None
-        self.fs = _OSErrors(fs)
-        self._s3 = hasattr(fs, "call_s3")  # conditional puts and deletes (If-Match)
-        self.root = root.rstrip("/")
-        self.url = url.rstrip("/")
-        self.lease_seconds = lease.TTL if lease_seconds is None else lease_seconds
-        self._token: str | None = None
-        self._etag: str | None = None  # of this writer's lock object (S3)
-        self._renewer: lease.Renewer | None = None
-        self._record: dict = {}
-
-    def _p(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if rel else self.root
-
-    def _wrap(self, what: str, e: BaseException) -> StoreError:
-        return StoreError(f"cannot {what} checkpoint store {self.url}: {_why(e)}")
-
-    def exists(self) -> bool:
-        try:
-            return bool(self.fs.exists(self._p(LOCK_NAME)) or self.fs.ls(self.root, detail=False))
-        except FileNotFoundError:
-            return False
-        except OSError as e:
-            raise self._wrap("read", e) from None
-
-    def is_store(self) -> bool:
-        """Whether a writer holds a store here (its lock) or has committed to one (manifests;
-        an object store has no folders to make before that)."""
-        try:
-            if self.fs.exists(self._p(LOCK_NAME)):
-                return True
-            return bool(self.fs.ls(self._p(MANIFEST_DIR), detail=False))
-        except FileNotFoundError:
-            return False
-        except OSError as e:
-            raise self._wrap("read", e) from None
-
-    def make_root(self, subdirs: tuple[str, ...]) -> None:
-        """Check that a writer may write here (a prefix holding objects but no store is
-        refused) and can."""
-        if not self.is_store():
-            entries = self.list("")
-            data = self.list(DATA_DIR) if DATA_DIR in entries else []
-            alien = foreign(entries, data)
-            if alien:
-                raise StoreError(
-                    f"{self.url} holds objects but no checkpoint store ({', '.join(alien[:3])}"
-                    f"{', ...' if len(alien) > 3 else ''}): a store is written to a new or "
-                    "empty prefix, or to one a store writer made"
-                )
-        probe = self._p(f".probe-{uuid.uuid4().hex}")
-        try:
-            self.fs.pipe_file(probe, b"")
-            self.fs.rm_file(probe)
-        except (OSError, ValueError) as e:
-            raise self._wrap("write", e) from None
-
-    def list(self, sub: str) -> list[str]:
-        try:
-            return sorted(
-                p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self._p(sub), detail=False)
-            )
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            raise self._wrap("list", e) from None
-
-    def files(self, sub: str) -> list[str]:
-        """The objects directly under ``sub/``, as paths inside the store."""
-        try:
-            found = self.fs.ls(self._p(sub), detail=True)
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            raise self._wrap("list", e) from None
-        names = [f["name"].rstrip("/").rsplit("/", 1)[-1] for f in found if f["type"] == "file"]
-        return sorted(f"{sub}/{n}" for n in names)
-
-    def size(self, rel: str) -> int | None:
-        try:
-            return int(self.fs.info(self._p(rel))["size"])
-        except FileNotFoundError:
-            return None
-
-    def read(self, rel: str, start: int = 0, length: int | None = None) -> bytes:
-        end = None if length is None else start + length
-        if start == 0 and end is None:
-            return self.fs.cat_file(self._p(rel))
-        try:
-            return self.fs.cat_file(self._p(rel), start=start, end=end)
-        except FileNotFoundError:
-            raise
-        except (ValueError, OSError) as e:  # a range beyond the end of a truncated object
-            if isinstance(e, ValueError) or e.errno == errno.EINVAL:
-                return b""
-            raise
-
-    def read_into(self, rel: str, start: int, out: memoryview) -> int:
-        data = self.read(rel, start, len(out))
-        out[: len(data)] = data
-        return len(data)
-
-    def write_files(self, files: list[tuple[str, list]]) -> None:
-        self.check_lock()
-        try:
-            self.fs.pipe(
-                {self._p(rel): b"".join(_buffers(bufs)) for rel, bufs in files}, mode="create"
-            )
-        except FileExistsError:
-            raise StoreError(
-                f"cannot write to checkpoint store {self.url}: a file of this version exists "
-                "already (another writer is writing to this store)"
-            ) from None
-        except (OSError, ValueError) as e:
-            raise self._wrap("write to", e) from None
-
-    def publish(self, files: list[tuple[str, list]], rel: str, data) -> None:
-        if files:
-            self.write_files(files)
-        self.commit(rel, data() if callable(data) else data)
-
-    def commit(self, rel: str, data: bytes) -> None:
-        self.check_lock()
-        try:
-            self.fs.pipe_file(self._p(rel), data, mode="create")
-        except FileExistsError:
-            # A retried put whose first attempt succeeded (its reply was lost) finds its own
-            # object: that is our commit, done. Anything else is another writer's.
-            with contextlib.suppress(OSError):
-                if self.fs.cat_file(self._p(rel)) == data:
-                    return
-            raise StoreError(f"{self.url}/{rel} exists: another writer committed it") from None
-        except (OSError, ValueError) as e:
-            raise self._wrap("commit to", e) from None
-
-    def delete(self, rels: list[str]) -> None:
-        bad = [r for r in rels if not ours(r)]
-        if bad:
-            raise StoreError(f"refusing to delete {self.url}/{bad[0]}: not a file a store writes")
-        if rels:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm([self._p(r) for r in rels])
-
-    recycle = delete  # no spares: an object is never written over in place
-
-    def is_spare(self, name: str) -> bool:
-        return False
-
-    def is_temporary(self, name: str) -> bool:
-        return False  # object stores never hold half-written objects
-
-    # -- the writer lock: a lease (lease.py) ---------------------------------------------------
-    def lock(self, force: bool = False) -> None:
-        """Create ``LOCK`` with put-if-absent, and renew it while this writer runs. A lock
-        whose holder is provably gone, or whose lease has expired, is taken over (only if it
-        is still the one judged: a conditional delete on S3); ``force`` takes any over."""
-        self._token = uuid.uuid4().hex
-        now = time.time()
-        self._record = {
-            **lease.identity(),
-            "since": now,
-            "token": self._token,
-            "ttl": self.lease_seconds,
-        }
-        for _ in range(4):
-            try:
-                self._etag = self._put_lock(create=True)
-                break
-            except FileExistsError:
-                owner, etag = self._read_lock()
-                if owner is None and etag is None:
-                    continue  # gone meanwhile: try again
-                why = "forced" if force else lease.why_breakable(owner)
-                if why is None:
-                    raise StoreError(
-                        f"checkpoint store {self.url} is in use by {lease.describe(owner)}: one "
-                        "writer at a time (if that writer is dead, its lock can be removed "
-                        "once its lease expires: `scar ckpt unlock URL`)"
-                    ) from None
-                self._remove_lock(etag)
-            except (OSError, ValueError) as e:
-                raise self._wrap("lock", e) from None
-        else:
-            raise StoreError(f"cannot lock checkpoint store {self.url}: the lock keeps changing")
-        self._renewer = lease.Renewer(self._renew, self.lease_seconds, self.url)
-
-    def _put_lock(self, create: bool = False, match: str | None = None) -> str | None:
-        """Write this writer's lock record (renewed now): its ETag on S3."""
-        self._record["renewed"] = time.time()
-        body = json.dumps(self._record).encode()
-        if create:
-            out = self.fs.pipe_file(self._p(LOCK_NAME), body, mode="create")
-        elif match is not None:
-            out = self.fs.pipe_file(self._p(LOCK_NAME), body, IfMatch=match)
-        else:
-            out = self.fs.pipe_file(self._p(LOCK_NAME), body)
-        return out.get("ETag") if isinstance(out, dict) else None
-
-    def _read_lock(self) -> tuple[dict | None, str | None]:
-        """(the lock record, its ETag on S3 or "" elsewhere); (None, None) if there is none;
-        (None, etag) for an object that is no lock record."""
-        try:
-            with self.fs.open(self._p(LOCK_NAME), "rb") as f:
-                data = f.read()
-                etag = (getattr(f, "details", None) or {}).get("ETag", "") if self._s3 else ""
-        except FileNotFoundError:
-            return None, None
-        try:
-            owner = json.loads(data)
-        except (ValueError, RecursionError):
-            owner = None
-        return (owner if isinstance(owner, dict) else None), etag
-
-    def _remove_lock(self, etag: str | None) -> bool:
-        """Delete ``LOCK`` if it is still the object of ``etag`` (S3); whether it was."""
-        try:
-            if self._s3 and etag:
-                bucket, key = self.fs.split_path(self._p(LOCK_NAME))[:2]
-                self.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag)
-            else:
-                self.fs.rm_file(self._p(LOCK_NAME))
-        except FileNotFoundError:
-            return False
-        except OSError as e:
-            if _precondition(e):
-                return False
-            raise
-        return True
-
-    def _renew(self) -> bool:
-        """Renew this writer's lease; False if the lock is someone else's now."""
-        if self._s3 and self._etag:
-            try:
-                self._etag = self._put_lock(match=self._etag)
-            except OSError as e:
-                if _precondition(e) or isinstance(e, FileNotFoundError):
-                    return False
-                raise
-            return True
-        owner, _ = self._read_lock()
-        if not owner or owner.get("token") != self._token:
-            return False
-        self._put_lock()
-        return True
-
-    def __del__(self) -> None:
-        renewer = getattr(self, "_renewer", None)
-        if renewer is not None:  # dropped without close(): the lease lapses
-            renewer.halt()
-
-    def check_lock(self) -> None:
-        """Raise unless this writer still holds its lease (called before every write)."""
-        if self._renewer is not None:
-            self._renewer.check()
-
-    def unlock(self) -> None:
-        if self._renewer is not None:
-            self._renewer.stop()
-            self._renewer = None
-        if self._token is not None:
-            with contextlib.suppress(OSError):
-                owner, etag = self._read_lock()
-                if owner and owner.get("token") == self._token:
-                    self._remove_lock(etag or self._etag)
-            self._token = self._etag = None
-
-    def release(self) -> None:
-        pass
-
-    def abandon(self) -> None:
-        """Let go as a killed writer does - except for the lock: a dead process's lease would
-        stay until it expired; a simulated death releases it, as a process that stays alive
-        cannot be proven dead."""
-        self.unlock()
-
-    def lock_owner(self) -> dict | None:
-        return self._read_lock()[0]
-
-    def break_lock(self, force: bool = False) -> dict | None:
-        """Remove another writer's lock (``scar ckpt unlock``): only if its holder is
-        provably gone or its lease has expired, and its holder does not run on this machine,
-        unless ``force``. Returns the record removed, or None if there was no lock."""
-        owner, etag = self._read_lock()
-        if owner is None and etag is None:
-            return None
-        if not force:
-            if lease.alive_here(owner):
-                raise StoreError(
-                    f"{self.url} is locked by a running writer ({lease.describe(owner)}): stop "
-                    "that process; its lock is removed when it closes the store"
-                )
-            if lease.why_breakable(owner) is None:
-                raise StoreError(
-                    f"{self.url} is locked by {lease.describe(owner)}: its lease is fresh, so "
-                    "its writer may be alive. Wait until the lease expires, or use --force if "
-                    "you know that writer is dead (a live one would lose the version it is "
-                    "writing)"
-                )
-        if not self._remove_lock(etag):
-            raise StoreError(f"{self.url}: the lock changed while it was being removed; try again")
-        return owner or {}
-
-
-def _precondition(e: OSError) -> bool:
-    """Whether an error is S3's refusal of a conditional request (the object changed)."""
-    return "pre-condition" in str(e) or "PreconditionFailed" in str(e)
-
-
-def backend_for(url: str, storage_options: dict | None = None, fsync: bool = True):
-    """The backend of a store URL: a plain path or ``file://`` is local, anything else fsspec."""
-    check_url(url)
-    if url.startswith("file://"):
-        return LocalBackend(url[len("file://") :], fsync)
-    if "://" not in url:
-        return LocalBackend(url, fsync)
-    return FsspecBackend(url, storage_options)
