@@ -15,8 +15,8 @@ import pytest
 
 from scar import datasets as D
 from scar import datasets_files as F
+from scar.algorithms import registry as models
 from scar.errors import DatasetError
-from scar.experiments import models
 
 
 def scar(*args, env=None):

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from scar.algorithms import registry as models
 from scar.checkpoint import Checkpointer
 from scar.errors import ConfigError
-from scar.experiments import models
 from scar.experiments.cell import (
     ExperimentConfig,
     clean_run,

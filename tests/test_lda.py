@@ -14,10 +14,9 @@ from strategy_checks import (
 )
 
 from scar import datasets
-from scar.algorithms import lda_gibbs
+from scar.algorithms import lda_gibbs, registry
 from scar.algorithms.lda_gibbs import LDA, LDAParams, perplexity, reference_lda
 from scar.errors import ConfigError, StoreError
-from scar.experiments import models
 from scar.experiments.cell import ExperimentConfig, run_cell
 
 K, ALPHA, BETA = 20, 0.1, 0.01
@@ -44,7 +43,8 @@ def cfg(**kw):
 @pytest.fixture(scope="module")
 def cells():
     """Every strategy at equal bytes, on the same failures (half the shards lost, 20 trials:
-    a Gibbs chain is chaotic, so each trial carries +-1.3 sweeps of noise; see models.py)."""
+    a Gibbs chain is chaotic, so each trial carries +-1.3 sweeps of noise; see
+    algorithms/registry.py)."""
     return {
         (c, r): run_cell(
             cfg(
@@ -191,7 +191,7 @@ def test_results_name_the_dataset_and_record_quality(cells):
     assert doc["config"]["algorithm"]["tokens"] == 84010
     clean = doc["clean"]
     # a stochastic chain has no convergence point: the long run always runs its full length
-    assert clean["long_run"]["iterations"] == models.defaults("lda", "gibbs").long_run
+    assert clean["long_run"]["iterations"] == registry.defaults("lda", "gibbs").long_run
     assert 20 <= clean["clean_iterations"] < clean["long_run"]["iterations"]
     assert clean["metrics"]["loglikelihood"] < clean["long_run"]["metrics"]["loglikelihood"]
     assert clean["long_run"]["metrics"]["perplexity"] < 1200
@@ -214,4 +214,4 @@ def test_invalid_settings(corpus):
         with pytest.raises(ConfigError):
             LDA(corpus, LDAParams(**bad))
     with pytest.raises(ConfigError, match="no setting"):
-        models.build("lda", "reuters", "gibbs", {"l2": 0.1})
+        registry.build("lda", "reuters", "gibbs", {"l2": 0.1})

@@ -10,9 +10,9 @@ from strategy_checks import (
 )
 
 from scar import datasets
+from scar.algorithms import registry
 from scar.algorithms.mf_als import MF, MFParams
 from scar.errors import ConfigError
-from scar.experiments import models
 from scar.experiments.cell import ExperimentConfig, run_cell
 
 STRATEGIES = [
@@ -59,12 +59,12 @@ def test_held_out_rmse_below_one_and_recorded_in_the_results(cells):
     assert clean["contraction"] is None  # no known optimum: f* from the long run
     # the long run stops once ALS has converged (deterministic), well before its cap
     assert clean["clean_iterations"] < clean["long_run"]["iterations"] < clean["long_run"]["cap"]
-    assert clean["long_run"]["cap"] == models.defaults("mf", "als").long_run
+    assert clean["long_run"]["cap"] == registry.defaults("mf", "als").long_run
     assert clean["fstar"] < clean["target"] < clean["f0"]
 
 
 def test_each_half_step_never_increases_the_objective():
-    algo = models.build("mf", "movielens-100k", "als", seed=3)
+    algo = registry.build("mf", "movielens-100k", "als", seed=3)
     tables = algo.start()
     f = [algo.objective(tables)]
     for k in range(1, 61):
@@ -117,4 +117,4 @@ def test_invalid_settings():
         with pytest.raises(ConfigError):
             MF(data, MFParams(**bad))
     with pytest.raises(ConfigError, match="no setting"):
-        models.build("mf", "movielens-100k", "als", {"lr": 0.1})
+        registry.build("mf", "movielens-100k", "als", {"lr": 0.1})

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from runtime_helpers import close, make_trainer, run_steps, saved_iterations, saved_rows
 
+from scar.algorithms.registry import build
 from scar.algorithms.sparse_lr import CriteoSynthConfig, SparseLR, SparseLRParams, criteo_synth
 from scar.errors import StoreError
-from scar.experiments.models import build
 from scar.policies import PriorityPolicy
 from scar.runtime.local import LocalCluster
 from scar.runtime.nodes import SaveThread, TrackedPriority

@@ -6,7 +6,7 @@ import pytest
 from runtime_helpers import close, lda_counts, make_trainer, run_steps, saved_rows
 
 from scar.algorithms.lda_gibbs import LDA
-from scar.experiments.models import build
+from scar.algorithms.registry import build
 from scar.runtime.local import LocalCluster
 
 MF = dict(model="mf", dataset="movielens-100k")

@@ -67,8 +67,8 @@ def test_local_contraction_of_a_linear_map_is_its_spectral_radius():
 
 
 def test_mlr_closed_form_contraction_matches_the_measured_one():
-    from scar.experiments import models
+    from scar.algorithms import registry
 
-    algo = models.build("mlr", "digits", "gd")
+    algo = registry.build("mlr", "digits", "gd")
     measured = theory.local_contraction(lambda t: algo.step(t, 1), algo.optimum())
     assert math.isclose(algo.contraction_at_optimum(), measured, rel_tol=2e-5)

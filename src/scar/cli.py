@@ -145,7 +145,7 @@ def experiment(
         if v is not None and not (v > 0 or (name == "l2" and v == 0)):
             raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {v:g}")
     if kw["optimizer"] is None:
-        from .experiments.models import MODEL_OPTIMIZERS
+        from .algorithms.registry import MODEL_OPTIMIZERS
 
         kw["optimizer"] = MODEL_OPTIMIZERS.get(kw["model"], ("gd",))[0]
     cfg = ExperimentConfig(**kw, hyper={k: v for k, v in hyper.items() if v is not None})

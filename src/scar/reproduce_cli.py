@@ -13,7 +13,7 @@ from .errors import ConfigError
 
 
 def _models(value: str | None) -> list[str]:
-    from .experiments import models
+    from .algorithms import registry as models
 
     if value is None:
         return list(models.MODELS)
@@ -29,7 +29,7 @@ def _models(value: str | None) -> list[str]:
 
 def _datasets(value: str | None, names: list[str]) -> dict[str, tuple[str, ...]] | None:
     """``mlr=digits+mnist,lda=reuters`` -> {"mlr": ("digits", "mnist"), "lda": ("reuters",)}."""
-    from .experiments import models
+    from .algorithms import registry as models
 
     if value is None:
         return None

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import theory
+from ..algorithms import registry as models
 from ..algorithms.base import Algorithm
 from ..checkpoint import Checkpointer
 from ..errors import ConfigError
@@ -28,7 +29,6 @@ from ..recovery import RECOVERY_MODES
 from ..state import SHARDING_SCHEMES, State
 from ..store.base import CheckpointStore
 from ..store.memory import MemoryStore
-from . import models
 
 DEFAULT_FRACTION = 1 / 8
 

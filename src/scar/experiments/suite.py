@@ -25,9 +25,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from ..algorithms import registry as models
 from ..errors import ConfigError
 from ..jsonio import write_json
-from . import models
 from .cell import ExperimentConfig, prepare, run_cell
 
 LOST_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1.0)

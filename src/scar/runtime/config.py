@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..algorithms.registry import MODEL_DATASETS, MODEL_OPTIMIZERS, build
 from ..errors import ConfigError, StoreError
-from ..experiments.models import MODEL_DATASETS, MODEL_OPTIMIZERS
 from ..policies import POLICIES
 from ..recovery import RECOVERY_MODES
 from ..state import SHARDING_SCHEMES
@@ -124,7 +124,5 @@ def build_split(cfg: TrainConfig):
         data = criteo_synth(CriteoSynthConfig(**cfg.synth, seed=cfg.seed))
         algorithm = SparseLR(data, SparseLRParams(**hyper, seed=cfg.seed))
     else:
-        from ..experiments.models import build
-
         algorithm = build(cfg.model, cfg.dataset, cfg.optimizer, hyper, seed=cfg.seed)
     return split_of(cfg.model, algorithm)

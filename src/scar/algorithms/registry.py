@@ -1,4 +1,5 @@
-"""Which models run on which datasets, with their documented default settings.
+"""The model registry: which models run on which datasets and optimisers, with their documented
+default settings, and ``build`` (names -> the algorithm).
 
 Settings are per model (and optimiser), never per experiment cell: every experiment on a model
 uses the same learning rate, regularisation and convergence tolerance unless the user overrides
@@ -41,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import datasets
-from ..algorithms.base import Algorithm
 from ..errors import ConfigError
+from .base import Algorithm
 
 MODELS = ("mlr", "mf", "lda")
 MODEL_DATASETS = {
@@ -115,19 +116,22 @@ def build(
     params = dict(defaults(model, optimizer).hyper)
     params.update(DATASET_HYPER.get((model, dataset, optimizer), {}))
     params.update({k: v for k, v in (hyper or {}).items() if v is not None})
+    # each model's module is imported when it is built: MLR needs scipy, MF and LDA load
+    # compiled numba kernels, which a process that never builds them (a runtime's shard, the
+    # command line's start) should not pay for
     if model == "mlr":
-        from ..algorithms.mlr import MLR as cls
-        from ..algorithms.mlr import MLRParams as params_cls
+        from .mlr import MLR as cls
+        from .mlr import MLRParams as params_cls
 
         fixed = {"optimizer": optimizer, "seed": seed}
     elif model == "mf":
-        from ..algorithms.mf_als import MF as cls
-        from ..algorithms.mf_als import MFParams as params_cls
+        from .mf_als import MF as cls
+        from .mf_als import MFParams as params_cls
 
         fixed = {"seed": seed}
     elif model == "lda":
-        from ..algorithms.lda_gibbs import LDA as cls
-        from ..algorithms.lda_gibbs import LDAParams as params_cls
+        from .lda_gibbs import LDA as cls
+        from .lda_gibbs import LDAParams as params_cls
 
         fixed = {"seed": seed}
     else:  # pragma: no cover - check_combination guards
