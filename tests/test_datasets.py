@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from scar import datasets as D
-from scar import datasets_files as F
 from scar.algorithms import registry as models
+from scar.datasets import text as T
+from scar.datasets.base import ArraysOnly
+from scar.datasets.bundled import frame_columns
 from scar.errors import DatasetError
 
 
@@ -61,13 +63,13 @@ def test_news_articles_tokenised_stopped_and_capped():
 
     c = D.load("news-articles")
     assert c.n_docs == 3824
-    assert c.n_words == F.VOCAB_CAP == 5000
+    assert c.n_words == T.VOCAB_CAP == 5000
     assert 800_000 < c.n_tokens < 1_000_000
     assert list(c.vocab) == sorted(c.vocab)
     assert not set(c.vocab) & ENGLISH_STOP_WORDS
     assert all(w.isalpha() and w.islower() and len(w) >= 3 for w in c.vocab)
     doc_freq = np.bincount(np.unique(c.docs.astype(np.int64) * 10**6 + c.words) % 10**6)
-    assert doc_freq.min() >= F.MIN_DOCS and doc_freq.max() <= F.MAX_DOC_FRACTION * c.n_docs
+    assert doc_freq.min() >= T.MIN_DOCS and doc_freq.max() <= T.MAX_DOC_FRACTION * c.n_docs
 
 
 def test_registry_is_complete_and_consistent_with_the_models():
@@ -91,14 +93,14 @@ class _Evil:
 def test_data_files_cannot_run_code(tmp_path):
     raw = pickle.dumps(_Evil())
     with pytest.raises(DatasetError, match="refusing"):
-        D._ArraysOnly(io.BytesIO(raw)).load()
+        ArraysOnly(io.BytesIO(raw)).load()
     import lzma
 
     path = tmp_path / "evil.pkl.compress"
     with lzma.open(path, "wb") as f:
         f.write(raw)
     with pytest.raises(DatasetError, match="refusing"):
-        F.frame_columns(path)
+        frame_columns(path)
 
 
 # -- the paper's datasets, from files ------------------------------------------------------------

