@@ -54,7 +54,7 @@ spec = importlib.util.spec_from_file_location("ray_overhead", os.path.join(HERE,
 ro = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ro)
 
-from scar.store.backends import local  # noqa: E402  (its sync_file_range, as the store calls it)
+from scar.store.backends import flush  # noqa: E402  (its sync_file_range, as the store calls it)
 
 SCHEMES = ("files", "files_late", "files_each", "recycled", "spares", "hybrid", "log")
 KEEP = 3  # versions kept, as the store's default keep_last
@@ -76,8 +76,8 @@ def write_open(path: str, data: bytes, early: bool) -> int:
     descriptor."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.write(fd, data)
-    if early and local._start_writeback is not None:
-        local._start_writeback(fd, 0, len(data), local.SYNC_FILE_RANGE_WRITE)
+    if early and flush.start_writeback is not None:
+        flush.start_writeback(fd, 0, len(data), flush.SYNC_FILE_RANGE_WRITE)
     return fd
 
 

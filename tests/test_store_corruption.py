@@ -10,7 +10,8 @@ from store_backends import new_url, s3_server  # noqa: F401
 
 from scar.errors import CorruptCheckpointError
 from scar.store import CheckpointWarning, DurableStore, TableSpec
-from scar.store.format import MANIFEST_DIR, manifest_name
+from scar.store.format import manifest_name
+from scar.store.names import MANIFEST_DIR
 from scar.store.tools import verify
 
 SPECS = [TableSpec("a", 6, 2), TableSpec("b", 3, 1, "float64")]
@@ -51,7 +52,7 @@ def build(url, compression):
                 state[name][slice(None) if ids is None else ids] = vals
             aux = a if a is not None else aux
             states.append(({k: v.copy() for k, v in state.items()}, aux))
-        assert [seg.row_iters for seg in s._view.segments] == [False, False, True, False]
+        assert [seg.row_iters for seg in s.view.segments] == [False, False, True, False]
         backend = s.backend
     return backend, states
 

@@ -257,7 +257,7 @@ def test_row_ids_are_stored_as_a_bitmap_when_that_is_smaller(tmp_path):
             vals = rng.standard_normal((k, 1)).astype(np.float32)
             s.save(it, {"w": (ids, vals)})
             expect[ids] = vals
-            seg = s._view.segments[-1]
+            seg = s.view.segments[-1]
             want = ("bitmap", 800) if k > 100 else ("list", 8 * k)
             assert (seg.id_coding, seg.index_bytes) == want
         np.testing.assert_array_equal(s.read_rows("w"), expect)
@@ -292,8 +292,8 @@ def test_large_sparse_saves_through_the_compiled_loops_store_every_value(tmp_pat
             s.save(it, rows)
             ref.save(it, rows)
         same_as(s, ref, specs)
-        assert any(seg.row_iters for seg in s._view.segments)  # compacted
-        assert {seg.id_coding for seg in s._view.segments if not seg.dense} == {"bitmap"}
+        assert any(seg.row_iters for seg in s.view.segments)  # compacted
+        assert {seg.id_coding for seg in s.view.segments if not seg.dense} == {"bitmap"}
     same_as(DurableStore(url, readonly=True), ref, specs)
 
 
@@ -340,7 +340,7 @@ def test_small_saves_give_the_same_store_with_numpy_or_compiled_loops(tmp_path, 
             if v % 6 == 5:
                 same_as(s, ref, specs)
         same_as(s, ref, specs)
-        assert sum(seg.row_iters for seg in s._view.segments) >= 3  # compacted, several chunks
+        assert sum(seg.row_iters for seg in s.view.segments) >= 3  # compacted, several chunks
     same_as(DurableStore(url, readonly=True), ref, specs)
     assert ("scar.store._kernels" in sys.modules) == (loops == "compiled")
     assert bool(calls) == (loops == "compiled")
@@ -402,7 +402,7 @@ def test_merged_segments_store_ages_in_as_few_bytes_as_hold_them(tmp_path, late,
             vals = rng.standard_normal((40 if ids is None else ids.size, 2)).astype(np.float32)
             s.save(it, {"w": (ids, vals)})
             ref.save(it, {"w": (ids, vals)})
-        merged = [seg for seg in s._view.segments if seg.row_iters]
+        merged = [seg for seg in s.view.segments if seg.row_iters]
         assert [seg.iter_bytes for seg in merged] == [iter_bytes]
         np.testing.assert_array_equal(s.saved_iteration("w"), ref.saved_iteration("w"))
         np.testing.assert_array_equal(s.read_rows("w"), ref.read_rows("w"))
@@ -433,13 +433,13 @@ def test_a_merge_leaves_an_oldest_segment_that_still_holds_half_the_chunk(tmp_pa
         for it in (1, 2, 3, 4):  # hot rows 0..29: the 4th save merges
             save(it, np.sort(rng.choice(30, 12, replace=False)))
         base = "data/v0000000000.t0.c0000.seg"
-        segs = s._view.segments
+        segs = s.view.segments
         assert [seg.path for seg in segs][0] == base and len(segs) == 2
         assert segs[1].row_iters and segs[1].rows <= 30  # only the hot rows were rewritten
         same_as(s, ref, specs)
         for it in range(5, 13):  # now rows 30..93 too: the full save falls under half
             save(it, np.arange(30 + 8 * (it - 5), 38 + 8 * (it - 5)))
-        assert base not in [seg.path for seg in s._view.segments]
+        assert base not in [seg.path for seg in s.view.segments]
         same_as(s, ref, specs)
     same_as(DurableStore(url, readonly=True), ref, specs)
 
@@ -453,7 +453,7 @@ def test_with_the_fewest_segments_allowed_a_merge_still_comes_every_other_save(t
         merges = 0
         for it in range(1, 11):  # hot rows: the full save keeps 90 % of the rows throughout
             s.save(it, {"w": (np.arange(10), np.full((10, 1), it, np.float32))})
-            merges += s._view.segments[-1].row_iters
+            merges += s.view.segments[-1].row_iters
         assert merges == 5
         np.testing.assert_array_equal(s.read_rows("w")[:10, 0], np.full(10, 10))
 
@@ -472,7 +472,7 @@ def test_a_merge_keeps_rows_saved_at_later_iterations_than_the_merging_save(tmp_
             vals = np.full((10 if ids is None else ids.size, 1), it, np.float32)
             s.save(it, {"w": (ids, vals)})
             ref.save(it, {"w": (ids, vals)})
-        assert [seg.row_iters for seg in s._view.segments] == [True]  # all merged
+        assert [seg.row_iters for seg in s.view.segments] == [True]  # all merged
     with warnings.catch_warnings():
         warnings.simplefilter("error", CheckpointWarning)
         again = DurableStore(url, readonly=True)
@@ -499,7 +499,7 @@ def test_a_format_2_store_with_int64_row_iterations_is_still_read(tmp_path, monk
         for it, rows, aux in saves[:10]:
             s.save(it, rows, aux)
             ref.save(it, rows, aux)
-        assert any(seg.row_iters for seg in s._view.segments)
+        assert any(seg.row_iters for seg in s.view.segments)
     as_older_format(tmp_path / "s", 2, {"iter_bytes": 8})
     monkeypatch.undo()
     old = DurableStore(url, readonly=True)
@@ -510,7 +510,7 @@ def test_a_format_2_store_with_int64_row_iterations_is_still_read(tmp_path, monk
         for it, rows, aux in saves[10:]:
             s.save(it, rows, aux)
             ref.save(it, rows, aux)
-        assert {seg.iter_bytes for seg in s._view.segments if seg.row_iters} >= {2}
+        assert {seg.iter_bytes for seg in s.view.segments if seg.row_iters} >= {2}
         same_as(s, ref, specs)
 
 
@@ -522,21 +522,21 @@ def test_compaction_and_retention_bound_the_files_and_keep_every_value(url):
     ref.open(specs)
     with DurableStore(url, keep_last=2, compact_after=3, chunk_bytes=128) as s:
         s.open(specs)
-        assert len(s._tables[0].chunks) - 1 == 8
+        assert len(s.catalog.tables[0].chunks) - 1 == 8
         n = 12 if url.startswith("s3") else 30  # fewer round trips to the S3 server
         for it, rows, aux in random_saves(rng, n, specs, partial_only=True):
             s.save(it, rows, aux)
             ref.save(it, rows, aux)
             same_as(s, ref, specs)
             assert len(s.versions()) <= 2
-            assert all(n <= 3 for n in s._live.per_chunk.values())
+            assert all(n <= 3 for n in s.catalog.live.per_chunk.values())
         files = s.backend.files("data")
         listed = {p for m in s.intact() for p in m.paths()}
         kept = spares(s.backend, "data")  # local disks: retired files to reuse
         assert set(files) - set(kept) == listed  # nothing else unlisted is kept
         assert len(kept) <= spare_files.MAX_SPARES and (kept == [] or s.backend.local)
         assert len(files) - len(kept) <= 2 * (8 * 3 + 3)
-        assert any(seg.row_iters for seg in s._view.segments)  # compaction happened
+        assert any(seg.row_iters for seg in s.view.segments)  # compaction happened
     assert not spares(s.backend)  # closing deletes them
     same_as(DurableStore(url, readonly=True), ref, specs)
 
@@ -679,7 +679,7 @@ def test_compression_pays_where_it_can(url):
         counts = np.random.default_rng(0).poisson(0.3, (200, 20)).astype(np.float32)
         noise = np.random.default_rng(1).standard_normal((200, 20)).astype(np.float32)
         s.save(0, {"counts": (None, counts), "noise": (None, noise)})
-        codecs = {s._tables[seg.table].name: seg.codec for seg in s._view.segments}
+        codecs = {s.catalog.tables[seg.table].name: seg.codec for seg in s.view.segments}
         assert codecs == {"counts": "zstd", "noise": "raw"}
         assert s.versions()[0].stored_bytes < counts.nbytes * 0.5 + noise.nbytes
     r = DurableStore(url, readonly=True)
@@ -704,7 +704,7 @@ def test_restoring_one_shard_of_eight_reads_an_eighth_of_the_bytes(url):
     r.backend.read_into = lambda p, start, out: read.append(n := real_into(p, start, out)) or n
     rows = sharding.rows_of([3])
     np.testing.assert_array_equal(r.read_rows("w", rows), data[rows])
-    stored = sum(seg.nbytes for seg in r._view.segments)
+    stored = sum(seg.nbytes for seg in r.view.segments)
     assert sum(read) <= stored / 8 * 1.1
     assert sum(read) >= data[rows].nbytes
 
@@ -763,7 +763,7 @@ def test_a_manifest_pointing_outside_the_store_is_refused(url):
     with DurableStore(url) as s:
         s.open(SPECS)
         s.save(0, {"a": (None, np.zeros((10, 3), np.float32)), "b": (None, np.zeros((4, 2)))})
-        m = s._view
+        m = s.view
         b = s.backend
     from dataclasses import replace
 
@@ -783,14 +783,15 @@ def test_a_manifest_with_a_bad_iter_bytes_or_section_size_is_refused(tmp_path):
     that many bytes per row: a manifest saying otherwise (checksum valid) is corrupt."""
     from dataclasses import replace
 
-    from scar.store.format import decode_manifest, encode_manifest
+    from scar.store.format import encode_manifest
+    from scar.store.manifests import decode_manifest
 
     url = str(tmp_path / "s")
     with DurableStore(url, compact_after=2) as s:
         s.open([TableSpec("w", 40, 1)])
         for it, ids in [(0, None), (1, np.arange(5)), (2, np.arange(3, 9))]:
             s.save(it, {"w": (ids, np.ones((40 if ids is None else ids.size, 1), np.float32))})
-        m = s._view
+        m = s.view
     merged = next(i for i, seg in enumerate(m.segments) if seg.row_iters)
     assert m.segments[merged].iter_bytes == 2
     for field, value, why in [
@@ -820,7 +821,7 @@ def test_a_crafted_aux_shape_is_refused_not_a_traceback(url):
     with DurableStore(url) as s:
         s.open(SPECS)
         s.save(0, {"a": (None, np.zeros((10, 3), np.float32))}, aux={"c": np.array([1, 2])})
-        m, b = s._view, s.backend
+        m, b = s.view, s.backend
     huge = AuxArray("c", "<i8", (2**40, 2**40))
     evil = replace(m, aux=replace(m.aux, nbytes=0, crc="00000000", arrays=(huge,)))
     b.delete([f"manifests/{manifest_name(0)}"])
@@ -851,10 +852,10 @@ def test_zstd_is_tried_on_a_sample_before_a_whole_segment(url, monkeypatch):
     with DurableStore(url, compression="zstd") as s:
         s.open([TableSpec("noise", 1024, 256), TableSpec("zeros", 1024, 256)])
         s.save(0, {"noise": (None, noise)})
-        assert [seg.codec for seg in s._view.segments] == ["raw"]
+        assert [seg.codec for seg in s.view.segments] == ["raw"]
         assert sum(compressed) <= 4 * codec.PROBE  # the sample only, not the 1 MB segment
         s.save(1, {"zeros": (None, zeros)})
-        assert {seg.codec for seg in s._view.segments} == {"raw", "zstd"}
+        assert {seg.codec for seg in s.view.segments} == {"raw", "zstd"}
     r = DurableStore(url, readonly=True)
     np.testing.assert_array_equal(r.read_rows("noise"), noise)
     np.testing.assert_array_equal(r.read_rows("zeros"), zeros)

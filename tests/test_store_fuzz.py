@@ -26,18 +26,11 @@ from hypothesis import strategies as st
 
 from scar.cli import main
 from scar.errors import CorruptCheckpointError, StoreError
-from scar.store import CheckpointWarning, DurableStore, TableSpec
+from scar.store import CheckpointWarning, DurableStore, TableSpec, manifests
 from scar.store import format as fmt
 from scar.store.codec import _expand
-from scar.store.format import (
-    MAGIC,
-    _covered,
-    check_path,
-    checksum,
-    decode_manifest,
-    manifest_doc,
-    manifest_name,
-)
+from scar.store.format import MAGIC, _covered, checksum, manifest_name
+from scar.store.manifests import check_path, decode_manifest, manifest_doc
 from scar.store.tools import describe, verify
 
 SPECS = [TableSpec("a", 10, 3), TableSpec("b", 4, 2, "float64")]
@@ -209,7 +202,7 @@ def test_created_must_be_a_plausible_time(tmp_path, capsys, created, why):
 def test_the_newest_plausible_time_is_listed(tmp_path, capsys):
     url = str(tmp_path / "s")
     two_versions(url)
-    craft(url, 1, lambda doc: doc.update(created=fmt.MAX_CREATED))
+    craft(url, 1, lambda doc: doc.update(created=manifests.MAX_CREATED))
     code, out, _ = scar(capsys, "ckpt", "ls", url)
     assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == ["0", "1"]
 
@@ -281,10 +274,10 @@ def test_the_memory_a_manifest_needs_is_checked_against_this_machine(tmp_path, m
         data = f.read()
     decode_manifest(data, "manifests/v0000000000.json")
     # index (16 bytes a row, 14 rows) and the largest table (10 x 3 float32): 344 bytes
-    monkeypatch.setattr(fmt, "physical_memory", lambda: 343)
+    monkeypatch.setattr(manifests, "physical_memory", lambda: 343)
     with pytest.raises(CorruptCheckpointError, match=r"need 0.0 MiB .* cannot be read here"):
         decode_manifest(data, "manifests/v0000000000.json")
-    monkeypatch.setattr(fmt, "physical_memory", lambda: 344)
+    monkeypatch.setattr(manifests, "physical_memory", lambda: 344)
     decode_manifest(data, "manifests/v0000000000.json")
     monkeypatch.undo()
 
@@ -292,7 +285,7 @@ def test_the_memory_a_manifest_needs_is_checked_against_this_machine(tmp_path, m
         raise ValueError(name)
 
     monkeypatch.setattr(os, "sysconf", no_sysconf)
-    assert fmt.physical_memory.__wrapped__() == 1 << 40  # where the system does not say
+    assert manifests.physical_memory.__wrapped__() == 1 << 40  # where the system does not say
 
 
 def test_an_aux_larger_than_this_machines_memory_is_refused(tmp_path):
@@ -331,7 +324,7 @@ def test_an_aux_shape_numpy_cannot_hold_is_refused(tmp_path, shape):
 )  # fmt: skip
 def test_a_segment_path_must_be_a_whole_plain_name(tmp_path, path):
     """'$' matched before a trailing newline: 'data/v0000000001.t0.c0000.seg\\n' passed."""
-    with pytest.raises(fmt._Invalid, match="points outside the store"):
+    with pytest.raises(manifests._Invalid, match="points outside the store"):
         check_path(path)
     url = str(tmp_path / "s")
     want = two_versions(url)
@@ -710,7 +703,7 @@ def store_with_mutant(bases, data) -> None:
     a StoreError; a mutant decode_manifest refuses is skipped, and the store reads exactly as
     it did without that version. A writer opens it and saves on top. (As on a machine with
     FUZZ_MEMORY of memory: a mutant within this machine's would be read, slowly.)"""
-    with mock.patch.object(fmt, "physical_memory", lambda: FUZZ_MEMORY):
+    with mock.patch.object(manifests, "physical_memory", lambda: FUZZ_MEMORY):
         _store_with_mutant(bases, data)
 
 

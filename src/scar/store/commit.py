@@ -1,7 +1,7 @@
 """Writing a durable store: one version's segments, its commit, compaction and retention.
 
-A mixin of :class:`~scar.store.store.DurableStore`. The order of a version's writes is what
-makes a kill at any instant harmless:
+The :class:`Committer` of a writer's store. The order of a version's writes is what makes a
+kill at any instant harmless:
 
 1. its segments (and aux file) go to new files ``data/v<version>.*`` and are made durable
    (with the temporary manifest, in one flush: ``backend.publish``);
@@ -38,10 +38,11 @@ import numpy as np
 
 from ..errors import CorruptCheckpointError, StoreError
 from .backends import Deferred
+from .catalog import Catalog, CheckpointWarning, read_bytes
 from .codec import build_aux, build_segment, decode_aux, decode_index, decode_values
 from .format import Manifest, data_prefix, encode_manifest, manifest_name
-from .names import DATA_DIR, MANIFEST_DIR, data_version, is_spare, is_temporary
-from .reading import CheckpointWarning
+from .names import DATA_DIR, MANIFEST_DIR, is_spare, is_temporary
+from .reading import Reader
 
 
 @dataclass
@@ -58,10 +59,32 @@ class Job:
     buffers: list = field(default_factory=list)  # snapshot buffers to recycle
 
 
-class Committing:
-    def _write(self, job: Job) -> None:
-        live = self._index() if self._view is not None else self._live
-        found = self._found  # bad files found so far
+class Committer:
+    """Writes a store's versions and retires old ones (see the module docstring); one per
+    writer, used by one thread at a time (the saving one, or the async writer's)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        reader: Reader,
+        compression: str,
+        keep_last: int | None,
+        compact_after: int,
+    ) -> None:
+        self.catalog, self.reader, self.backend = catalog, reader, catalog.backend
+        self.compression, self.keep_last, self.compact_after = compression, keep_last, compact_after
+        self.unchecked: dict = {}  # inherited files not checked whole yet (_supersessors_intact)
+        self.abandoned = False  # stopped as if killed: nothing more is committed
+
+    def checked(self, path: str) -> None:
+        """A read checked ``path``'s values whole (its index was checked when it was listed)."""
+        self.unchecked.pop(path, None)
+
+    def write(self, job: Job) -> None:
+        """Write and commit one version (then retire what it supersedes)."""
+        cat = self.catalog
+        live = cat.index() if cat.view is not None else cat.live
+        found = cat.found  # bad files found so far
         d = data_prefix(job.version)
         files, pieces, built = [], [], {}
 
@@ -76,7 +99,7 @@ class Committing:
             return Deferred(nbytes, run)
 
         for t, ids, values in job.tables:
-            table = self._tables[t]
+            table = cat.tables[t]
             for c, lo, hi in table.by_chunk(ids):
                 cids = None if ids is None or hi - lo == table.chunk_rows(c) else ids[lo:hi]
                 cvals, iters = values[lo:hi], None
@@ -91,7 +114,7 @@ class Committing:
                 )  # fmt: skip
                 files.append((path, deferred(path, cvals.nbytes, build)))
                 pieces.append((path, cids, iters))
-        aux = self._view.aux if self._view is not None else None
+        aux = cat.view.aux if cat.view is not None else None
         if job.aux is not None:
             path = f"{d}.aux" if job.aux else ""  # no arrays: nothing to write
             aux, bufs = build_aux(path, job.version, job.iteration, job.aux, self.compression)
@@ -100,31 +123,28 @@ class Committing:
         updates, lost = [], Counter()
 
         def manifest() -> bytes:  # once every file is written
-            if self._abandoned:  # killed (abandon) before its commit: never committed
-                raise StoreError(f"checkpoint store {self.url} was abandoned")
+            if self.abandoned:  # killed (abandon) before its commit: never committed
+                raise StoreError(f"checkpoint store {cat.url} was abandoned")
             updates.extend((built[p], cids, iters) for p, cids, iters in pieces)
             lost.update(live.losses(updates))
             written = sum(s.nbytes for s, _, _ in updates)
             written += aux.nbytes if job.aux is not None else 0
             m = Manifest(
                 job.version, job.iteration, job.complete, job.rows, job.value_bytes, written,
-                time.time(), self._tables, tuple(live.preview(updates, lost)), aux,
+                time.time(), cat.tables, tuple(live.preview(updates, lost)), aux,
             )  # fmt: skip
             built[None] = m
             return encode_manifest(m)
 
         self.backend.publish(files, f"{MANIFEST_DIR}/{manifest_name(job.version)}", manifest)
-        m = built[None]
-        self._manifests[job.version] = m
-        self._view = m
-        self._refs.update(m.paths())
-        if self._found != found:
+        cat.commit(built[None])
+        if cat.found != found:
             # a merge found a bad file: the next version resolves its rows to older intact
             # copies (the live set is built again), and nothing is retired before it is
-            self._live = None
+            cat.live = None
             return
         live.apply(updates, lost)
-        self._live = live
+        cat.live = live
         self._retire()
 
     def _merge(self, t: int, c: int, ids: np.ndarray, values: np.ndarray, iteration: int):
@@ -135,14 +155,14 @@ class Committing:
         least two others are merged: a merge then rewrites the rows saved since, not the
         whole chunk. None if a live segment cannot be read (the new rows are then written on
         their own)."""
-        live, table = self._live, self._tables[t]
+        live, table = self.catalog.live, self.catalog.tables[t]
         lo, hi = table.chunks[c], table.chunks[c + 1]
         merged = np.zeros((hi - lo, table.width), table.dtype)
         try:
             if live.bad:  # some rows resolve to older copies: every row, one by one
                 keep = live.owner[t][lo:hi] >= 0
                 old = np.flatnonzero(keep)
-                merged[old] = self._gather(t, old + lo)
+                merged[old] = self.reader.gather(t, old + lo)
                 iters = live.iterations(t, slice(lo, hi))
             else:  # each merged segment's values section, read once; rows placed by the live set
                 segs = live.chunk_segments(t, c)
@@ -152,10 +172,10 @@ class Committing:
                 offsets = np.cumsum([0] + [s.rows for _, s in segs])
                 held = np.empty((offsets[-1], table.width), table.dtype)
                 for (_, seg), a, z in zip(segs, offsets[:-1], offsets[1:], strict=True):
-                    self._values_into(seg, held[a:z])
+                    self.reader.values_into(seg, held[a:z])
                 iters, keep = live.fill_chunk(t, c, [u for u, _ in segs], offsets, held, merged)
         except CorruptCheckpointError as e:
-            self._bad_file(e)
+            self.catalog.bad_file(e)
             warnings.warn(f"compaction skipped: {e}", CheckpointWarning, stacklevel=2)
             return None
         merged[ids - lo] = values
@@ -171,37 +191,28 @@ class Committing:
         (``backend.recycle``: a local disk keeps small ones to write over) - once the newer
         segments that hold their rows are known to be intact (``_supersessors_intact``).
         Unreadable manifests are never deleted here."""
-        intact = [v for v, m in sorted(self._manifests.items()) if m is not None]
+        c = self.catalog
+        intact = [v for v, m in sorted(c.manifests.items()) if m is not None]
         if self.keep_last is None or len(intact) <= self.keep_last:
             return
         cutoff = intact[-self.keep_last]
         old = [v for v in intact if v < cutoff]
-        refs = self._refs.copy()
+        refs = c.refs.copy()
         for v in old:
-            refs.subtract(self._manifests[v].paths())
-        dead = sorted({p for v in old for p in self._manifests[v].paths() if refs[p] <= 0})
+            refs.subtract(c.manifests[v].paths())
+        dead = sorted({p for v in old for p in c.manifests[v].paths() if refs[p] <= 0})
         if not self._supersessors_intact(old, dead):
             return  # a bad segment was found: its rows' older copies must stay readable
         self.backend.recycle([f"{MANIFEST_DIR}/{manifest_name(v)}" for v in old])
         for v in old:
-            del self._manifests[v]
-            self.problems.pop(f"{MANIFEST_DIR}/{manifest_name(v)}", None)
-        self._refs = +refs  # (drops the paths no manifest lists any more)
-        dead = [p for p in dead if self._deletable(p)]
+            del c.manifests[v]
+            c.problems.pop(f"{MANIFEST_DIR}/{manifest_name(v)}", None)
+        c.refs = +refs  # (drops the paths no manifest lists any more)
+        dead = [p for p in dead if c.deletable(p)]
         for p in dead:
-            self.problems.pop(p, None)
-            self._unchecked.pop(p, None)
+            c.problems.pop(p, None)
+            self.unchecked.pop(p, None)
         self.backend.recycle(dead)
-
-    def _unreadable_upto(self) -> int:
-        """The newest version whose manifest cannot be read (-1: none)."""
-        return max((v for v, m in self._manifests.items() if m is None), default=-1)
-
-    def _deletable(self, path: str) -> bool:
-        """Whether data file ``path``, listed by no retained intact manifest, may be deleted:
-        it is one of the store's and no unreadable manifest could list it."""
-        v = data_version(path)
-        return v is not None and v > self._unreadable_upto()
 
     def _supersessors_intact(self, old: list[int], dead: list[str]) -> bool:
         """Before files of the retired manifests ``old`` are deleted: check every file this
@@ -209,20 +220,19 @@ class Committing:
         in a newer version - a segment of the same chunk, or a newer aux file. False, with
         the problem recorded, if one is bad. Free once every inherited file is checked (a
         read checks what it reads) or retired."""
-        if not self._unchecked:
+        c = self.catalog
+        if not self.unchecked:
             return True
-        retiring = {s.path: s for v in old for s in self._manifests[v].segments}
+        retiring = {s.path: s for v in old for s in c.manifests[v].segments}
         oldest: dict[tuple[int, int], int] = {}  # (table, chunk) -> oldest version retired
         for p in dead:
             s = retiring.get(p)
             if s is not None:
                 key = (s.table, s.chunk)
                 oldest[key] = min(oldest.get(key, s.version), s.version)
-        aux = [
-            a.version for v in old if (a := self._manifests[v].aux) is not None and a.path in dead
-        ]
+        aux = [a.version for v in old if (a := c.manifests[v].aux) is not None and a.path in dead]
         first_aux = min(aux, default=None)
-        for path, (item, table) in list(self._unchecked.items()):
+        for path, (item, table) in list(self.unchecked.items()):
             if path in dead:
                 continue
             if table is None:
@@ -233,35 +243,36 @@ class Committing:
             if not needed:
                 continue
             try:
-                data = self._read(path, 0, item.nbytes)
+                data = read_bytes(self.backend, path, 0, item.nbytes)
                 if table is None:
                     decode_aux(data, item)
                 else:
                     decode_index(data[: item.index_bytes], item, table)
                     decode_values(data[item.index_bytes :], item, table)
             except CorruptCheckpointError as e:
-                self._bad_file(e)
-                self._live = None  # the next version resolves its rows to older copies
+                c.bad_file(e)
+                c.live = None  # the next version resolves its rows to older copies
                 warnings.warn(
                     f"{e}: keeping the older copies of what it held",
                     CheckpointWarning,
                     stacklevel=3,
                 )
                 return False
-            del self._unchecked[path]
+            del self.unchecked[path]
         return True
 
-    def _clean(self) -> None:
+    def clean(self) -> None:
         """Delete what a crashed writer left: temporary files, spares, and data files no
         manifest lists (of versions no unreadable manifest could list)."""
+        c = self.catalog
         temps = [n for n in self.backend.list(MANIFEST_DIR) if is_temporary(n)]
         self.backend.delete([f"{MANIFEST_DIR}/{n}" for n in temps])
-        listed = {p for m in self.intact() for p in m.paths()}
+        listed = {p for m in c.intact() for p in m.paths()}
         self.backend.delete(
             [
                 p
                 for p in self.backend.files(DATA_DIR)
-                if is_spare(p) or (p not in listed and self._deletable(p))
+                if is_spare(p) or (p not in listed and c.deletable(p))
             ]
         )
         self._retire()

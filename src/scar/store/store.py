@@ -3,43 +3,80 @@
     store = open_store("ckpt/run1")                  # or file://, memory://, s3://bucket/prefix
     Checkpointer(state, policy, store)               # the store contract of base.py
 
-Writing (one writer at a time, see backends.py for the lock): a version's segments are written
-and made durable, then its manifest is committed (the atomic step); superseded manifests beyond
-``keep_last`` and the files no retained manifest lists are deleted after that. A writer that
-opens a store removes what a crashed writer left: temporary files and uncommitted segments.
-Reading resolves every row through the newest intact manifest; a corrupt or missing file
-(checked by size and CRC-32C on every read) is named in a :class:`CheckpointWarning`, and the
-rows it held are read from older intact copies (reading.py), or :class:`CorruptCheckpointError`
-names it when there are none.
+A :class:`DurableStore` is made of explicit parts, each in its module: its options
+(:class:`StoreOptions`), a backend (backends/: where the files live, and the writer lock), a
+:class:`~scar.store.catalog.Catalog` (the manifests, the version reads resolve through, where
+each row's latest intact value lives), a :class:`~scar.store.reading.Reader` (rows and aux
+arrays of that version, with fallback to older intact copies), and for a writer a
+:class:`~scar.store.commit.Committer` (a version's files, its atomic commit, compaction,
+retention) run by a :class:`~scar.store.writer.BackgroundWriter` in async mode.
+
+Writing (one writer at a time): a version's segments are written and made durable, then its
+manifest is committed (the atomic step); superseded manifests beyond ``keep_last`` and the files
+no retained manifest lists are deleted after that. A writer that opens a store removes what a
+crashed writer left: temporary files and uncommitted segments. Reading resolves every row through
+the newest intact manifest; a corrupt or missing file (checked by size and CRC-32C on every read)
+is named in a :class:`CheckpointWarning`, and the rows it held are read from older intact copies,
+or :class:`CorruptCheckpointError` names it when there are none.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..errors import ConfigError, StoreError
 from .backends import backend_for
 from .base import CheckpointStore, SaveResult, TableSpec, VersionInfo
-from .commit import Committing, Job
-from .format import (
-    DATA_DIR,
-    MANIFEST_DIR,
-    TABLE_DTYPES,
-    Manifest,
-    Table,
-    chunk_bounds,
-    manifest_name,
-)
+from .catalog import RETRIES, Catalog, CheckpointWarning, VersionRetired
+from .commit import Committer, Job
+from .format import TABLE_DTYPES, Manifest, Table, chunk_bounds, manifest_name
 from .index import LiveSet, increasing
-from .reading import RETRIES, CheckpointWarning, Reading, VersionRetired
+from .names import DATA_DIR, MANIFEST_DIR
+from .reading import Reader
 from .writer import PRIORITIES, BackgroundWriter, SnapshotPool, idle_priority
 
-__all__ = ["CheckpointWarning", "DurableStore", "Snapshot", "VersionRetired", "open_store"]
+__all__ = [
+    "CheckpointWarning",
+    "DurableStore",
+    "Snapshot",
+    "StoreOptions",
+    "VersionRetired",
+    "open_store",
+]
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """How a :class:`DurableStore` reads and writes (every option, its default)."""
+
+    readonly: bool = False  # open an existing store to read it (no lock)
+    async_writes: bool = False  # save() snapshots the rows; a background thread writes them
+    compression: str | None = None  # None or "zstd" (each segment, where it saves >= 10 %)
+    keep_last: int | None = 3  # versions kept (None: all)
+    compact_after: int = 16  # live segments per chunk before the next write merges them
+    chunk_bytes: int = 16 << 20  # a table is cut into chunks of about this many bytes
+    fsync: bool = True  # local disks: flush every file and folder a commit needs
+    max_pending: int = 2  # async: versions queued before save() waits
+    writer_priority: str = "normal"  # "idle": the async writer uses only idle CPU (Linux)
+    storage_options: dict | None = None  # passed to fsspec (object stores)
+    force_unlock: bool = False  # take the writer lock over whoever holds it
+
+    def __post_init__(self) -> None:
+        if self.compression not in (None, "zstd"):
+            raise ConfigError(f"compression must be zstd or none, got {self.compression!r}")
+        if self.writer_priority not in PRIORITIES:
+            raise ConfigError(
+                f"writer_priority must be one of {', '.join(PRIORITIES)}, "
+                f"got {self.writer_priority!r}"
+            )
+        if self.keep_last is not None and self.keep_last < 1:
+            raise ConfigError(f"keep_last must be at least 1, got {self.keep_last}")
+        if self.compact_after < 2 or self.chunk_bytes < 1:
+            raise ConfigError("compact_after must be >= 2 and chunk_bytes >= 1")
 
 
 @dataclass(frozen=True)
@@ -63,99 +100,90 @@ def _fmt(specs: Mapping[str, TableSpec]) -> str:
     return ", ".join(f"{s.name}{(s.n_rows, s.width)}:{s.dtype}" for s in specs.values())
 
 
-class DurableStore(Committing, Reading, CheckpointStore):
+class DurableStore(CheckpointStore):
     """A checkpoint store on any backend. ``readonly`` opens an existing store for reading
-    (no lock); otherwise the store is created if needed and locked for this writer."""
+    (no lock); otherwise the store is created if needed and locked for this writer. Options:
+    :class:`StoreOptions`, given as one (``options=``) or as keywords."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        readonly: bool = False,
-        async_writes: bool = False,
-        compression: str | None = None,
-        keep_last: int | None = 3,
-        compact_after: int = 16,
-        chunk_bytes: int = 16 << 20,
-        fsync: bool = True,
-        max_pending: int = 2,
-        writer_priority: str = "normal",
-        storage_options: dict | None = None,
-        force_unlock: bool = False,
-    ) -> None:
-        if compression not in (None, "zstd"):
-            raise ConfigError(f"compression must be zstd or none, got {compression!r}")
-        if writer_priority not in PRIORITIES:
-            raise ConfigError(
-                f"writer_priority must be one of {', '.join(PRIORITIES)}, got {writer_priority!r}"
-            )
-        if keep_last is not None and keep_last < 1:
-            raise ConfigError(f"keep_last must be at least 1, got {keep_last}")
-        if compact_after < 2 or chunk_bytes < 1:
-            raise ConfigError("compact_after must be >= 2 and chunk_bytes >= 1")
+    def __init__(self, url: str, options: StoreOptions | None = None, **kwargs) -> None:
+        try:
+            opts = replace(options or StoreOptions(), **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"unknown store option: {e}") from None
+        self.options = opts
         self.url = url
-        self.backend = backend_for(url, storage_options, fsync)
-        if async_writes and writer_priority == "idle":
+        self.readonly = opts.readonly
+        self.backend = backend_for(url, opts.storage_options, opts.fsync)
+        if opts.async_writes and opts.writer_priority == "idle":
             self.backend.thread_init = idle_priority  # its fsync threads work for the writer
-        self.readonly = readonly
-        self.compression = compression or "raw"
-        self.keep_last, self.compact_after, self.chunk_bytes = keep_last, compact_after, chunk_bytes
-        self.specs: dict[str, TableSpec] = {}
-        self.problems: dict[str, str] = {}  # bad files found so far: path -> why
-        self._tables: tuple[Table, ...] | None = None
-        self._manifests: dict[int, Manifest | None] = {}  # None: unreadable
-        self._view: Manifest | None = None  # the manifest reads resolve through
-        self._live: LiveSet | None = None
-        self._refs: Counter = Counter()  # path -> retained manifests that list it
-        self._next_version = 0
-        self._unchecked: dict = {}  # inherited files not checked whole yet (commit.py)
-        self._found = 0  # bad files found so far (``problems`` grew)
-        self._pinned = False  # a version chosen with checkout (read-only)
-        self._served = False  # a read was served from the view (read-only: it stays)
+        self.catalog = Catalog(self.backend, url, opts.readonly)
+        self.committer: Committer | None = None
+        self.reader = Reader(self.catalog, self._checked)
         self._closed = False
-        self._abandoned = False  # stopped as if killed: nothing more is committed
         self._pool = SnapshotPool()
-        self._writer = (
-            BackgroundWriter(self._write, self._release, max_pending, writer_priority == "idle")
-            if async_writes
-            else None
-        )
-        if readonly:
+        self._writer = None
+        if opts.readonly:
             if not self.backend.exists():
                 raise StoreError(f"no checkpoint store at {url}")
             if not self.backend.is_store():  # a folder, but nothing a store writer made
                 raise StoreError(
                     f"{url} is not a checkpoint store (it has no {MANIFEST_DIR}/ folder)"
                 )
-            self._load()
+            self.catalog.load()
             return
+        self.committer = Committer(
+            self.catalog, self.reader, opts.compression or "raw", opts.keep_last,
+            opts.compact_after,
+        )  # fmt: skip
+        if opts.async_writes:
+            idle = opts.writer_priority == "idle"
+            self._writer = BackgroundWriter(self._write, self._release, opts.max_pending, idle)
         self.backend.make_root((MANIFEST_DIR, DATA_DIR))
         try:
-            self.backend.lock(force=force_unlock)
+            self.backend.lock(force=opts.force_unlock)
         except BaseException:
             self.backend.release()
             raise
         try:
-            self._load()
-            self._unchecked = self._inherited()
+            self.catalog.load()
+            self.committer.unchecked = self.catalog.inherited()
             self._warn_unreadable()
-            self._clean()
-            if self._view is not None:
-                self._with_fallback(self._index)
+            self.committer.clean()
+            if self.catalog.view is not None:
+                self.reader.with_fallback(self.catalog.index)
         except BaseException:
             self.backend.unlock()
             raise
 
-    def _inherited(self) -> dict:
-        """path -> (segment, its table) or (aux, None): every file the retained manifests
-        list, which a writer that opens the store did not write and has not checked."""
-        out: dict = {}
-        for m in self.intact():
-            for seg in m.segments:
-                out.setdefault(seg.path, (seg, m.tables[seg.table]))
-            if m.aux is not None and m.aux.path:
-                out.setdefault(m.aux.path, (m.aux, None))
-        return out
+    # -- what the parts hold ---------------------------------------------------------------------
+    @property
+    def specs(self) -> dict[str, TableSpec]:
+        return {t.name: t.spec for t in self.catalog.tables or ()}
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """Bad files found so far: path -> what is wrong."""
+        return self.catalog.problems
+
+    @property
+    def view(self) -> Manifest | None:
+        """The manifest reads resolve through (the newest intact one, or a checked-out one)."""
+        return self.catalog.view
+
+    def intact(self) -> list[Manifest]:
+        """Readable manifests, oldest first."""
+        return self.catalog.intact()
+
+    def checkout(self, version: int) -> Manifest:
+        """Read through ``version`` from now on (read-only stores)."""
+        return self.catalog.checkout(version)
+
+    def _checked(self, path: str) -> None:
+        if self.committer is not None:
+            self.committer.checked(path)
+
+    def _write(self, job: Job) -> None:
+        self.committer.write(job)
 
     def _warn_unreadable(self) -> None:
         bad = [p for p in self.problems if p.startswith(MANIFEST_DIR)]
@@ -163,8 +191,8 @@ class DurableStore(Committing, Reading, CheckpointStore):
             warnings.warn(
                 f"{self.url}: {len(bad)} unreadable manifest(s) ({', '.join(bad)}): this writer "
                 f"deletes no file they may list (data of versions up to "
-                f"{self._unreadable_upto()}); `scar ckpt verify {self.url}` checks the store, "
-                "and removing them lets a writer reclaim that space",
+                f"{self.catalog.unreadable_upto()}); `scar ckpt verify {self.url}` checks the "
+                "store, and removing them lets a writer reclaim that space",
                 CheckpointWarning,
                 stacklevel=3,
             )
@@ -173,8 +201,9 @@ class DurableStore(Committing, Reading, CheckpointStore):
     def open(self, specs: Sequence[TableSpec]) -> None:
         self._flush()
         want = {s.name: s for s in specs}
-        if self._tables is not None:
-            have = {t.name: t.spec for t in self._tables}
+        cat = self.catalog
+        if cat.tables is not None:
+            have = {t.name: t.spec for t in cat.tables}
             if have != want:
                 raise StoreError(
                     f"checkpoint store {self.url} holds tables {_fmt(have)}; the model has "
@@ -182,29 +211,24 @@ class DurableStore(Committing, Reading, CheckpointStore):
                 )
             return
         if self.readonly:
-            self._require_view()
+            cat.require_view()
         for s in want.values():
             if s.dtype not in TABLE_DTYPES:
                 raise StoreError(f"table {s.name!r}: dtype {s.dtype} is not one of {TABLE_DTYPES}")
-        self._tables = tuple(
-            Table(
-                s.name,
-                s.n_rows,
-                s.width,
-                s.dtype,
-                tuple(chunk_bounds(s.n_rows, s.row_bytes, self.chunk_bytes)),
-            )
+        chunk_bytes = self.options.chunk_bytes
+        cat.tables = tuple(
+            Table(s.name, s.n_rows, s.width, s.dtype,
+                  tuple(chunk_bounds(s.n_rows, s.row_bytes, chunk_bytes)))
             for s in want.values()
-        )
-        self.specs = want
-        self._live = LiveSet(self._tables)
+        )  # fmt: skip
+        cat.live = LiveSet(cat.tables)
 
     def save(self, iteration, rows, aux=None) -> SaveResult:
         if self.readonly or self._closed:
             raise StoreError(
                 f"checkpoint store {self.url} is {'read-only' if self.readonly else 'closed'}"
             )
-        if self._tables is None:
+        if self.catalog.tables is None:
             raise StoreError("store is not open: call open(specs) first")
         if self._writer is not None:
             self._surface()
@@ -213,7 +237,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
         stored = job.value_bytes + sum(8 * len(ids) for _, ids, _ in job.tables if ids is not None)
         stored += sum(a.nbytes for a in (job.aux or {}).values())
         result = SaveResult(job.version, job.iteration, job.rows, job.value_bytes, stored)
-        self._next_version += 1
+        self.catalog.next_version += 1
         if self._writer is not None:
             try:  # a write that failed since the check above is raised here, as by it
                 self._surface(lambda: self._writer.submit(job))
@@ -229,9 +253,10 @@ class DurableStore(Committing, Reading, CheckpointStore):
         return result
 
     def _job(self, iteration: int, rows: dict, aux) -> Job:
-        index = {t.name: i for i, t in enumerate(self._tables)}
+        tables = self.catalog.tables
+        index = {t.name: i for i, t in enumerate(tables)}
         snap = self._writer is not None
-        job = Job(self._next_version, iteration, [], None, set(rows) == set(index))
+        job = Job(self.catalog.next_version, iteration, [], None, set(rows) == set(index))
         for name, (ids, values) in rows.items():
             if ids is not None:
                 if not increasing(ids):  # sort; last duplicate wins
@@ -244,7 +269,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
                     job.buffers.append(b)
                     values, b = self._pool.copy(values)
                     job.buffers.append(b)
-                job.complete &= len(ids) == self._tables[index[name]].n_rows
+                job.complete &= len(ids) == tables[index[name]].n_rows
             elif snap:
                 values, b = self._pool.copy(values)
                 job.buffers.append(b)
@@ -269,18 +294,20 @@ class DurableStore(Committing, Reading, CheckpointStore):
     def read_rows(self, table, row_ids=None, out=None):
         """Latest saved value of each row; ``out``: an array to fill instead of a new one."""
         self._flush()
-        return self._with_fallback(lambda: self._gather(self._table_index(table), row_ids, out))
+        return self.reader.with_fallback(
+            lambda: self.reader.gather(self._table_index(table), row_ids, out)
+        )
 
     def saved_iteration(self, table, row_ids=None):
         self._flush()
 
         def get():
-            live, t = self._index(), self._table_index(table)
+            live, t = self.catalog.index(), self._table_index(table)
             rows = slice(None) if row_ids is None else np.asarray(row_ids, np.int64)
-            self._check_lost(live, t, rows)
+            self.reader.check_lost(live, t, rows)
             return live.iterations(t, rows)
 
-        return self._with_fallback(get)
+        return self.reader.with_fallback(get)
 
     def versions(self) -> list[VersionInfo]:
         self._flush()
@@ -291,7 +318,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
 
     def latest(self) -> VersionInfo | None:
         self._flush()
-        m = self._view
+        m = self.catalog.view
         return (
             None
             if m is None
@@ -300,7 +327,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
 
     def read_aux(self):
         self._flush()
-        return self._with_fallback(self._aux)
+        return self.reader.with_fallback(self.reader.aux)
 
     def read_all(self, iterations: bool = False) -> Snapshot:
         """Every table (with each row's saved iteration if ``iterations``) and the aux arrays
@@ -310,7 +337,7 @@ class DurableStore(Committing, Reading, CheckpointStore):
         self._flush()
         for _ in range(RETRIES):
             try:
-                self._require_view()
+                self.catalog.require_view()
                 tables, iters = {}, {}
                 for name in self.specs:
                     tables[name] = self.read_rows(name)
@@ -320,9 +347,9 @@ class DurableStore(Committing, Reading, CheckpointStore):
                 # (the version read: a retry before anything was served may have moved on)
                 return Snapshot(self.latest(), tables, iters, aux_iteration, aux)
             except VersionRetired:
-                if self._pinned or not self.readonly:
+                if self.catalog.pinned or not self.readonly:
                     raise
-                self._load()
+                self.catalog.load()
         raise StoreError(
             f"{self.url}: a running writer retires versions faster than they can be read"
         )
@@ -350,7 +377,8 @@ class DurableStore(Committing, Reading, CheckpointStore):
         if self._closed:
             return
         self._closed = True
-        self._abandoned = True
+        if self.committer is not None:
+            self.committer.abandoned = True
         if self._writer is not None:
             self._writer.abandon()
         if not self.readonly:
@@ -380,18 +408,19 @@ class DurableStore(Committing, Reading, CheckpointStore):
             committed = manifest_name(version) in self.backend.list(MANIFEST_DIR)
         except (OSError, StoreError):
             committed = None  # unknown: do not reuse the number
+        cat = self.catalog
         if committed:
             try:
-                self._load()  # the view and the live set now include it
+                cat.load()  # the view and the live set now include it
             except (OSError, StoreError):
                 pass
         if committed is False and self.backend.overwrites:
-            self._next_version = max(self._manifests, default=-1) + 1
+            cat.next_version = max(cat.manifests, default=-1) + 1
         else:
-            self._next_version = max(self._next_version, version + 1)
+            cat.next_version = max(cat.next_version, version + 1)
 
     def _table_index(self, name: str) -> int:
-        for i, t in enumerate(self._tables or ()):
+        for i, t in enumerate(self.catalog.tables or ()):
             if t.name == name:
                 return i
         raise StoreError(f"table {name!r} is not in this store ({sorted(self.specs)})")

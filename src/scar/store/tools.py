@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import CorruptCheckpointError
 from .codec import decode_aux, decode_index, decode_values
-from .format import Manifest, decode_manifest, manifest_name, manifest_version
+from .format import Manifest, manifest_name, manifest_version
+from .manifests import decode_manifest
 from .names import DATA_DIR, MANIFEST_DIR, data_version
 from .store import DurableStore
 
@@ -140,12 +141,13 @@ def _stats(x: np.ndarray) -> dict[str, Any]:
 def describe(store: DurableStore) -> dict[str, Any]:
     """Tables, rows, ages and bytes of the version the store reads (``store.checkout`` picks
     another), as plain data."""
-    view = store._require_view()
-    live = store._with_fallback(store._index)
-    view = store._view
+    cat = store.catalog
+    cat.require_view()
+    live = store.reader.with_fallback(cat.index)
+    view = cat.view
     if _check_sizes(store, view):  # rows of a missing dense segment: resolved again
-        store._live = None
-        live = store._with_fallback(store._index)
+        cat.live = None
+        live = store.reader.with_fallback(cat.index)
     tables = []
     for t, table in enumerate(view.tables):
         iters = live.iterations(t, slice(None))
@@ -203,8 +205,8 @@ def _check_sizes(store: DurableStore, view: Manifest) -> bool:
             found[path] = f"{path}: file is missing"
         elif size != nbytes:
             found[path] = f"{path}: {size} bytes, the manifest says {nbytes}"
-    if found and store.readonly and store._retired(view):
-        raise store._gone(view)  # retired by a running writer meanwhile, not damaged
+    if found and store.readonly and store.catalog.retired(view):
+        raise store.catalog.gone(view)  # retired by a running writer meanwhile, not damaged
     store.problems.update(found)
     return bool(found)
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from ..urls import check_url
 from .base import Backend, Deferred
+from .flush import fsync_path
 from .fsspec import FsspecBackend
-from .local import LocalBackend, fsync_path
+from .local import LocalBackend
 
 __all__ = ["Backend", "Deferred", "FsspecBackend", "LocalBackend", "backend_for", "fsync_path"]
 

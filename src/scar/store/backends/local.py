@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import stat
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +14,8 @@ from ...errors import StoreError
 from ..names import DATA_DIR, LOCK_NAME, MANIFEST_DIR, foreign, is_spare, is_temporary, ours
 from . import lease
 from .base import Backend, buffers_of, size_of, why
+from .flush import SYNC_FILE_RANGE_WRITE, fsync_path, start_writeback
+from .lock import FileLock
 from .spares import Spares
 
 PARALLEL_BYTES = 8 << 20  # write files on two threads when a batch is larger than this
@@ -29,33 +29,6 @@ _datasync = getattr(os, "fdatasync", os.fsync)  # data and the size, not the tim
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 WRITE_BYTES = 64 << 20  # one write() call; a file's write-back starts every this many bytes
-SYNC_FILE_RANGE_WRITE = 2
-
-
-def _writeback_function():
-    """Linux's ``sync_file_range``: start writing a file's dirty pages to disk now, without
-    waiting and without flushing metadata (None elsewhere: the fsync alone then does it all)."""
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_start_writeback = _writeback_function()
-
-
-def fsync_path(path: str, flush: Callable[[int], None] | None = None) -> None:
-    """Open ``path``, flush it (``os.fsync``, or ``flush``), close it."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        (flush or os.fsync)(fd)
-    finally:
-        os.close(fd)
 
 
 Written = tuple[str, "int | None"]  # a file written: its path, and its descriptor if still open
@@ -88,7 +61,9 @@ class LocalBackend(Backend):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.url = self.root
         self.fsync = fsync
-        self._lock_fd: int | None = None
+        self._lock = FileLock(
+            self._p(LOCK_NAME), self.root, lambda flags: self._open(LOCK_NAME, flags)
+        )
         self._fds: dict[str, int] = {}  # a writer's folders ("": the store's), kept open
         self._pool: ThreadPoolExecutor | None = None
         self._spares = Spares()  # retired files kept to be written over (see recycle)
@@ -251,7 +226,7 @@ class LocalBackend(Backend):
         a segment is several buffers (header, row ids, values), and starting each one's
         write-back as it was written submitted the page two of them share twice. The file is
         new, or a spare of as many blocks written over (``recycle``)."""
-        early = self.fsync and _start_writeback is not None
+        early = self.fsync and start_writeback is not None
         bufs = buffers_of(buffers)
         size = size_of(bufs)
         fd = self._over_spare(rel, size)
@@ -266,10 +241,10 @@ class LocalBackend(Backend):
                     mv = mv[n:]
                     done += n
                     if early and done - started >= WRITE_BYTES:
-                        _start_writeback(fd, started, done - started, SYNC_FILE_RANGE_WRITE)
+                        start_writeback(fd, started, done - started, SYNC_FILE_RANGE_WRITE)
                         started = done
             if early and done > started:
-                _start_writeback(fd, started, done - started, SYNC_FILE_RANGE_WRITE)
+                start_writeback(fd, started, done - started, SYNC_FILE_RANGE_WRITE)
         except BaseException:
             os.close(fd)
             raise
@@ -464,53 +439,8 @@ class LocalBackend(Backend):
 
     # -- the writer lock ---------------------------------------------------------------------
     def lock(self, force: bool = False) -> None:
-        """``flock`` on ``LOCK`` (created exclusively, or an existing one reopened; never
-        through a symbolic link, never a file with other links): the kernel releases it when
-        the writer dies, so a dead writer's lock is never in the way."""
-        import fcntl
-
-        path = self._p(LOCK_NAME)
-        try:
-            try:
-                fd = self._open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL)
-            except FileExistsError:
-                fd = self._open(LOCK_NAME, os.O_RDWR)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise StoreError(
-                    f"{path} is a symbolic link: refusing to use it as the writer lock (a "
-                    "store's LOCK is a plain file of its own; remove the link)"
-                ) from None
-            raise StoreError(f"cannot lock {path}: {why(e)}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-                raise StoreError(
-                    f"{path} is not a plain file of this store (a special file, or one with "
-                    "other hard links): refusing to use it as the writer lock"
-                )
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-                raise StoreError(f"cannot lock {path}: {why(e)}") from None
-            raise StoreError(
-                f"checkpoint store {self.root} is in use by {lease.describe(self._owner())}: "
-                "one writer at a time"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({**lease.identity(), "since": time.time()}).encode())
-        self._lock_fd = fd
-
-    def _owner(self) -> dict | None:
-        try:
-            owner = json.loads(self.read(LOCK_NAME) or b"null")
-        except (OSError, ValueError, RecursionError):
-            return None
-        return owner if isinstance(owner, dict) else None
+        """``flock`` on ``LOCK`` (lock.py): the kernel releases it when the writer dies."""
+        self._lock.take()
 
     def __del__(self) -> None:
         self.unlock()  # a store dropped without close() must not keep its lock
@@ -523,11 +453,8 @@ class LocalBackend(Backend):
             self._pool.shutdown()
             self._pool = None
         self.release()
-        if getattr(self, "_lock_fd", None) is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._lock_fd, 0)
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
 
     def abandon(self) -> None:
         """Let go as a killed writer does: its spares stay (the next writer deletes them),
@@ -536,9 +463,7 @@ class LocalBackend(Backend):
             self._pool.shutdown()
             self._pool = None
         self.release()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.release(clear=False)
 
     def release(self) -> None:
         """Close the folders a writer holds open (its files are named by path from now on)."""
@@ -549,20 +474,7 @@ class LocalBackend(Backend):
 
     def lock_owner(self) -> dict | None:
         """The writer holding the lock now, or None."""
-        import fcntl
-
-        try:
-            fd = self._open(LOCK_NAME, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        except OSError:
-            return self._owner() or {}
-        finally:
-            os.close(fd)
+        return self._lock.holder()
 
     def check_lock(self) -> None:
         pass  # an flock is held until this process closes it: never lost
