@@ -172,7 +172,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
 
     # A manifest (with a valid checksum) that points outside the store.
     r = DurableStore(url, readonly=True)
-    m = r._view
+    m = r.view
     evil = replace(m, segments=(replace(m.segments[0], path="../../etc/passwd"),))
     for v in (0, 1):
         r.backend.delete([f"manifests/{manifest_name(v)}"])
@@ -254,7 +254,8 @@ def test_warnings_do_not_leak(tmp_path):
 
 
 def test_trial_stores_on_every_backend(url):
-    from scar.ckpt_cli import join_url, trial_stores
+    from scar.cli.experiment import trial_stores
+    from scar.store.urls import join_url
 
     with trial_stores(url) as stores:
         for seed in (5, 6):

@@ -438,7 +438,7 @@ def run_cell(
     progress: Callable[[int, int], None] | None = None,
     replay: bool = True,
 ) -> dict[str, Any]:
-    """Run one experiment cell; returns the result document (see the README for the schema).
+    """Run one experiment cell; returns the result document (schema: docs/cli.md).
     ``replay=False`` recomputes every iteration of every trial (the results are identical:
     see :class:`Trajectory`)."""
     cfg.validate()

@@ -262,7 +262,7 @@ def run_suite(
     groups: dict[str, list[Task]] = {}
     for t in todo:
         groups.setdefault(_work_key(t), []).append(t)
-    weights = _cost_weights(todo)
+    weights = cost_weights(todo)
 
     def finish(group: list[Task], doc: dict[str, Any]) -> None:
         for t in group:
@@ -372,7 +372,7 @@ def _run_lanes(
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
-def _cost_weights(tasks: list[Task]) -> dict[str, float]:
+def cost_weights(tasks: list[Task]) -> dict[str, float]:
     """Rough relative cost of each task, so the progress bar's time estimate is meaningful:
     proportional to trials, heavier for sweeps."""
     w = {}

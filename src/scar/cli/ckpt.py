@@ -1,5 +1,4 @@
-"""``scar ckpt``: list, inspect, verify and restore checkpoint stores; and the stores that
-``scar experiment --store`` gives its trials.
+"""``scar ckpt``: list, inspect, verify and restore checkpoint stores, and unlock them.
 
 Every command takes a store URL: a path, ``file://``, ``memory://`` or ``s3://bucket/prefix``
 (S3 credentials and endpoint come from the usual AWS environment variables, e.g.
@@ -12,25 +11,22 @@ import contextlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 import numpy as np
 
-from .errors import ConfigError, StoreError
-from .store import CheckpointWarning, DurableStore
-from .store.backends import backend_for
-from .store.format import MANIFEST_DIR
-
-# the stores `scar train --store URL` (one per shard) and `scar experiment --store URL` (one
-# per trial) write under URL
-_CHILD = re.compile(r"(shard|trial)-(\d+)")
+from ..errors import StoreError
+from ..store import CheckpointWarning, DurableStore
+from ..store.backends import backend_for
+from ..store.names import MANIFEST_DIR
+from ..store.tools import describe
+from ..store.tools import verify as verify_store
+from ..store.urls import child_names, join_url
+from .common import check_output, one_line, warn, warnings_to_stderr
 
 
 def _open(url: str) -> DurableStore:
@@ -47,8 +43,7 @@ def _children(url: str) -> list[str]:
         return []
     if MANIFEST_DIR in names:
         return []
-    found = sorted(((m[1], int(m[2])), n) for n in names if (m := _CHILD.fullmatch(n)))
-    return [join_url(url, n) for _, n in found]
+    return [join_url(url, n) for n in child_names(names)]
 
 
 def _one_store(url: str, kids: list[str]) -> None:
@@ -60,18 +55,6 @@ def _one_store(url: str, kids: list[str]) -> None:
             f"{f' .. {names[-1]}' if len(names) > 1 else ''}), one per shard or trial: give "
             f"one of them, e.g. {kids[0]}"
         )
-
-
-@contextlib.contextmanager
-def _warnings_to_stderr() -> Iterator[None]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CheckpointWarning)
-        try:
-            yield
-        finally:
-            for w in caught:
-                msg = " ".join(str(w.message).split())
-                click.echo(f"scar: warning: {msg}", err=True)
 
 
 def _size(n: int) -> str:
@@ -127,11 +110,11 @@ def _ls(url: str, as_json: bool, echo: bool = True) -> dict:
             for m in store.intact()
         ]
     # Each bad file once: the warning of a store read from an older version names them all.
-    said = [" ".join(str(w.message).split()) for w in caught]
-    bad = [" ".join(why.split()) for why in store.problems.values()]
+    said = [one_line(str(w.message)) for w in caught]
+    bad = [one_line(why) for why in store.problems.values()]
     said += [f"{url}: {why}" for why in bad if not any(why in s for s in said)]
     for line in said:
-        click.echo(f"scar: warning: {line}", err=True)
+        warn(line)
     doc = {"url": url, "versions": rows, "problems": store.problems}
     if as_json:
         if echo:
@@ -162,16 +145,14 @@ def _ls(url: str, as_json: bool, echo: bool = True) -> dict:
 def inspect(ctx: click.Context, url: str, version: int | None, as_json: bool) -> None:
     """Show tables, rows, ages (iterations since each row was saved) and bytes. Exit status
     1 if a file of that version is missing or damaged (each is named on stderr)."""
-    from .store.tools import describe
-
     _one_store(url, _children(url))
-    with _warnings_to_stderr():
+    with warnings_to_stderr():
         store = _open(url)
         if version is not None:
             store.checkout(version)
         doc = describe(store)
     for why in doc["damaged"].values():
-        click.echo(f"scar: warning: {' '.join(why.split())}", err=True)
+        warn(why)
     if as_json:
         click.echo(json.dumps(doc))
         ctx.exit(1 if doc["damaged"] else 0)
@@ -216,13 +197,11 @@ def verify(ctx: click.Context, url: str, quiet: bool) -> None:
 
 
 def _verify(url: str, quiet: bool) -> bool:
-    from .store.tools import verify as run
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CheckpointWarning)  # verify names every bad file itself
-        rep = run(_open(url))
+        rep = verify_store(_open(url))
     for why in rep.bad.values():
-        click.echo(f"BAD {' '.join(why.split())}")
+        click.echo(f"BAD {one_line(why)}")
     if not quiet:
         for note in rep.notes:
             click.echo(f"note: {note}")
@@ -250,15 +229,13 @@ def restore(url: str, version: int | None, output: str, iterations: bool) -> Non
     both); a name that is absolute (/x, \\x, C:x), has a '..' part (split at / and \\: an
     unzip tool would write it outside the folder it extracts to), a NUL character, or is not
     valid Unicode."""
-    from .cli import check_output
-
     path = check_output(output)
     _one_store(url, _children(url))
-    with _warnings_to_stderr():
+    with warnings_to_stderr():
         store = _open(url)
         if version is not None:
             store.checkout(version)
-        store._require_view()  # a clear error for a store with no (intact) version
+        store.catalog.require_view()  # a clear error for a store with no (intact) version
         keys = _npz_keys(list(store.specs), iterations)
         # one version, read whole (again, on a newer one, if a running writer retires it)
         snap = store.read_all(iterations=iterations)
@@ -371,43 +348,3 @@ def unlock(url: str, force: bool) -> None:
 
 def _owner(owner: dict) -> str:
     return f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another writer"
-
-
-# -- the stores of `scar experiment --store` --------------------------------------------------
-def join_url(url: str, name: str) -> str:
-    return os.path.join(url, name) if "://" not in url else f"{url.rstrip('/')}/{name}"
-
-
-@contextlib.contextmanager
-def trial_stores(url: str | None) -> Iterator[Callable[[int], DurableStore]]:
-    """A factory ``seed -> store`` for the trials of an experiment: ``URL/trial-<seed>``, each
-    written asynchronously. Without a URL: a temporary directory, removed afterwards, whose
-    writes skip fsync (no crash can ever need a store that is deleted after the run; the
-    format, checksums and atomic commits are the same)."""
-    tmp = None
-    if url is None:
-        tmp = tempfile.mkdtemp(prefix="scar-ckpt-")
-        url = tmp
-    try:
-        if not url.strip():
-            raise ConfigError("--store must be a path or URL")
-        probe = join_url(url, f".probe-{os.getpid()}")
-        DurableStore(probe, keep_last=1).close()  # an unwritable store fails now, not mid-run
-        _remove(probe)
-        fsync = tmp is None
-        yield lambda seed: DurableStore(
-            join_url(url, f"trial-{seed}"), async_writes=True, fsync=fsync
-        )
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _remove(url: str) -> None:
-    """Delete a store made only to check that ``--store`` is writable."""
-    b = backend_for(url)
-    if b.local:
-        shutil.rmtree(b.root, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            b.fs.rm(b.root, recursive=True)

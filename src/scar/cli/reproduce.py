@@ -8,29 +8,30 @@ import time
 from pathlib import Path
 
 import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .errors import ConfigError
+from ..algorithms import registry
+from ..errors import ConfigError
+from ..experiments.report import write_report
+from ..experiments.suite import cost_weights, is_done, plan, run_suite
+from .common import console
 
 
 def _models(value: str | None) -> list[str]:
-    from .algorithms import registry as models
-
     if value is None:
-        return list(models.MODELS)
+        return list(registry.MODELS)
     names = [m.strip() for m in value.split(",") if m.strip()]
-    bad = [m for m in names if m not in models.MODELS]
+    bad = [m for m in names if m not in registry.MODELS]
     if bad or not names:
         raise ConfigError(
             f"unknown model(s) {bad or value!r} in --models; allowed: "
-            f"{', '.join(models.MODELS)} (comma-separated)"
+            f"{', '.join(registry.MODELS)} (comma-separated)"
         )
     return names
 
 
 def _datasets(value: str | None, names: list[str]) -> dict[str, tuple[str, ...]] | None:
     """``mlr=digits+mnist,lda=reuters`` -> {"mlr": ("digits", "mnist"), "lda": ("reuters",)}."""
-    from .algorithms import registry as models
-
     if value is None:
         return None
     out: dict[str, tuple[str, ...]] = {}
@@ -44,7 +45,7 @@ def _datasets(value: str | None, names: list[str]) -> dict[str, tuple[str, ...]]
             )
         sets = tuple(d.strip() for d in data.split("+"))
         for d in sets:
-            models.check_combination(model, d, models.MODEL_OPTIMIZERS[model][0])
+            registry.check_combination(model, d, registry.MODEL_OPTIMIZERS[model][0])
         out[model] = sets
     return out
 
@@ -103,9 +104,6 @@ def reproduce(
     Cells already in OUT/results with the same settings are not run again: an interrupted
     run resumes where it stopped.
     """
-    from .experiments.report import write_report
-    from .experiments.suite import plan, run_suite
-
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if trials is not None and trials < 2:
@@ -129,18 +127,7 @@ def reproduce(
 
 
 def _run_with_progress(tasks, out_dir: Path, jobs: int) -> None:
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from .cli import _console
-    from .experiments.suite import _cost_weights, run_suite
-
-    weights = _cost_weights(tasks)
+    weights = cost_weights(tasks)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -148,7 +135,7 @@ def _run_with_progress(tasks, out_dir: Path, jobs: int) -> None:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=_console(stderr=True),
+        console=console(stderr=True),
     ) as bar:
         bar_id = bar.add_task("reproduce", total=sum(weights.values()), cells="")
         done = {"n": 0, "total": len(tasks)}
@@ -175,8 +162,6 @@ def _run_with_progress(tasks, out_dir: Path, jobs: int) -> None:
 
 
 def _done_weight(tasks, out_dir: Path, weights) -> float:
-    from .experiments.suite import is_done
-
     return sum(weights[t.id] for t in tasks if is_done(out_dir / "results" / f"{t.id}.json", t))
 
 
@@ -184,8 +169,6 @@ def _done_weight(tasks, out_dir: Path, weights) -> float:
 @click.argument("out", default="out/reproduce")
 def report(out: str) -> None:
     """Rebuild figures/ and REPORT.md from OUT/results (no experiment is rerun)."""
-    from .experiments.report import write_report
-
     out_dir = Path(out)
     if not (out_dir / "results").is_dir():
         raise ConfigError(f"no results in {out!r}: run `scar reproduce --out {out}` first")

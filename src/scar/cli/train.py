@@ -6,9 +6,13 @@ from typing import Any
 
 import click
 
-from .cli_options import model_overrides
-from .errors import ConfigError
-from .runtime.config import TRAIN_MODELS
+from ..algorithms.sparse_lr import CriteoSynthConfig
+from ..errors import ConfigError
+from ..jsonio import write_json
+from ..runtime import train as run_training
+from ..runtime.config import TRAIN_MODELS, TrainConfig
+from .common import check_output, with_progress
+from .options import model_overrides
 
 
 @click.command()
@@ -95,11 +99,6 @@ def train(
     **kw: Any,
 ) -> None:
     """Train with parameter-server shards and workers; kill shards; recover; write JSON."""
-    from .cli import _with_progress, check_output
-    from .jsonio import write_json
-    from .runtime import train as run_training
-    from .runtime.config import TRAIN_MODELS, TrainConfig
-
     synth = {"examples": examples, "hash_bits": hash_bits, "fields": fields}
     synth = {k: v for k, v in synth.items() if v is not None}
     if synth and kw["model"] != "sparse-lr":
@@ -112,11 +111,9 @@ def train(
     hyper = {k: v for k, v in given.items() if v is not None}
     cfg = TrainConfig(**kw, dataset=dataset, hyper=hyper, synth=synth).validate()
     if cfg.model == "sparse-lr":
-        from .algorithms.sparse_lr import CriteoSynthConfig
-
         CriteoSynthConfig(**synth).validate()
     path = check_output(output)
-    doc = _with_progress(lambda progress: run_training(cfg, progress), cfg.iterations, quiet)
+    doc = with_progress(lambda progress: run_training(cfg, progress), cfg.iterations, quiet)
     write_json(path, doc)
     t = doc["totals"]
     if doc["interrupted"]:  # one line, as for any other stop; the file has the run so far

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
+from rich.table import Table
 
-from . import datasets as D
-from .errors import ConfigError
+from .. import datasets as D
+from ..errors import ConfigError
+from .common import console
 
 
 @click.group("datasets")
@@ -49,9 +50,6 @@ def list_(data_dir: str | None, as_json: bool) -> None:
         for row in rows:
             click.echo(json.dumps(row))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"SCAR datasets (your files: {D.data_dir()})")
     for col in ("name", "models", "source", "size", "licence", "stands in for", "status"):
         table.add_column(col, overflow="fold")
@@ -65,7 +63,7 @@ def list_(data_dir: str | None, as_json: bool) -> None:
             r["stands_in_for"],
             r["status"],
         )
-    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+    console(piped_width=200).print(table)
 
 
 @datasets.command("show")
