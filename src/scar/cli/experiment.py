@@ -17,7 +17,7 @@ import click
 from rich.table import Table
 
 from ..algorithms.registry import MODEL_DATASETS, MODEL_OPTIMIZERS
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
 from ..experiments.cell import ExperimentConfig, run_cell
 from ..jsonio import write_json
 from ..store import DurableStore
@@ -221,10 +221,6 @@ def trial_stores(url: str | None) -> Iterator[Callable[[int], DurableStore]]:
 
 
 def _remove(url: str) -> None:
-    """Delete a store made only to check that ``--store`` is writable."""
-    b = backend_for(url)
-    if b.local:
-        shutil.rmtree(b.root, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            b.fs.rm(b.root, recursive=True)
+    """Delete a store made only to check that ``--store`` is writable (best effort)."""
+    with contextlib.suppress(StoreError, OSError):
+        backend_for(url).destroy()
