@@ -46,6 +46,48 @@ def test_partial_recovery_restores_lost_rows_and_leaves_the_rest():
     assert rec.rows_restored == {n: len(r) for n, r in lost.items()}
 
 
+def test_partial_recovery_without_an_explicit_base_checkpoint():
+    """The first step saves every row itself: no ``save_all`` is needed before a recovery."""
+    state, ckpt = make("priority", period=8, fraction=0.25)  # due every 2nd iteration
+    for t in state.values():
+        t += 1.0
+    ckpt.step(1)  # not due, but the first: the base checkpoint, every row
+    at1 = state.copy()
+    for it in range(2, 6):
+        for t in state.values():
+            t[it] += 10.0 * it  # one row of each table moves
+        ckpt.step(it)
+    live = state.copy()
+    ckpt.fail([1])
+    rec = ckpt.recover([1], "partial")
+    lost = state.rows_of([1])
+    assert rec.rows_restored == {n: len(r) for n, r in lost.items()}
+    for name in state:
+        rows = lost[name]
+        keep = np.setdiff1d(np.arange(state[name].shape[0]), rows)
+        np.testing.assert_array_equal(state[name][keep], live[name][keep])
+        # each lost row as last saved: at the base, or at 2 or 4 when it was the one to move
+        np.testing.assert_array_equal(state[name][rows], ckpt.store.read_rows(name, rows))
+        at = ckpt.store.saved_iteration(name, rows)
+        assert set(at.tolist()) <= {1, 2, 4}
+        np.testing.assert_array_equal(state[name][rows[at == 1]], at1[name][rows[at == 1]])
+    assert (ckpt.store.saved_iteration("V", lost["V"]) == 4).any()  # rows of mixed ages
+
+
+def test_full_recovery_without_an_explicit_base_checkpoint():
+    state, ckpt = make(period=5)
+    for it in range(1, 4):
+        for t in state.values():
+            t += 1.0
+        ckpt.step(it)  # the first makes the base: the state after iteration 1
+    ckpt.fail([2])
+    rec = ckpt.recover([2], "full")
+    assert rec.restart_iteration == 1
+    for name in state:
+        np.testing.assert_array_equal(state[name], ckpt.store.read_rows(name))
+    np.testing.assert_array_equal(state["V"], np.full((9, 2), 2.0, np.float32))
+
+
 def test_full_recovery_rolls_everything_back_to_the_last_checkpoint():
     state, ckpt = make(period=5)
     ckpt.save_all(0)

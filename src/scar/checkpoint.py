@@ -1,11 +1,15 @@
 """The checkpointer: the one object a training loop talks to.
 
-    ckpt = Checkpointer(state, make_policy("priority", period=10, fraction=1/8), store)
-    for it in range(1, n + 1):
-        train_one_iteration(state, it)
-        ckpt.step(it)                      # saves when the policy says so
-    ...
-    rec = ckpt.recover(lost_shards=[3], mode="partial")
+    with Checkpointer(state, make_policy("priority", period=10, fraction=1/8), store) as ckpt:
+        for it in range(1, n + 1):
+            train_one_iteration(state, it)
+            ckpt.step(it)                  # the first: every row; then when the policy says so
+        ...
+        rec = ckpt.recover(lost_shards=[3], mode="partial")
+    # left: every save durable, the store closed
+
+and in a new process, with tables of the same shapes: ``start = ckpt.restore()`` puts the
+newest checkpoint back into the tables and returns its iteration, to go on from ``start + 1``.
 
 It keeps, for the priority policy, the last-saved copy of every row (what a parameter-server
 shard keeps beside its live rows) so that "change since last saved" is one pass over memory.
@@ -17,8 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
+from .errors import StoreError
 from .policies import Policy
-from .recovery import Recovery, check_mode, check_shards, fail, lost_rows, recover
+from .recovery import Recovery, check_mode, check_shards, fail, lost_rows, recover, restore_rows
 from .state import State
 from .store.base import CheckpointStore, SaveResult, specs_of
 from .store.memory import MemoryStore
@@ -31,6 +36,20 @@ class Checkpointer:
 
     ``aux`` is an optional callable returning worker-side arrays (data cursors, topic
     assignments...) saved with every checkpoint and handed back by a full rollback.
+
+    Its lifecycle:
+
+    * The first :meth:`step` makes the base checkpoint (every row, at that iteration) when the
+      store does not yet hold a saved value of every row; later steps save what the policy
+      chooses when it is due. :meth:`save_all` makes a base checkpoint explicitly (a step after
+      it does not save every row again), :meth:`restore` loads one back.
+    * :meth:`wait` returns once every save is durable (the store's ``wait``; with asynchronous
+      writes, saves return before that).
+    * :meth:`close` waits, then closes the store, whether the Checkpointer made it (a
+      :class:`MemoryStore` when none is given) or it was passed in: the Checkpointer opens the
+      store for the state's tables and owns it from then on. Closing twice does nothing; saving
+      after close raises :class:`StoreError`. ``with Checkpointer(...) as ckpt:`` closes it on
+      leaving the block.
     """
 
     def __init__(
@@ -47,6 +66,10 @@ class Checkpointer:
         self.store.open(specs_of(state))
         self.aux = aux
         self._saved = state.copy() if policy.needs_saved_copy else None
+        # True once the store is known to hold a saved value of every row (a base checkpoint);
+        # until then the first step asks the store, and saves every row if it does not
+        self._covered = False
+        self._closed = False
         # running totals, not a list of every save: a shard saving every few iterations for
         # weeks would keep one record per save for nothing
         self.saves = 0
@@ -57,10 +80,19 @@ class Checkpointer:
     # -- saving ---------------------------------------------------------------------------
     def save_all(self, iteration: int) -> SaveResult:
         """Save every row now (the base checkpoint every policy starts from)."""
-        return self._save(iteration, {name: None for name in self.state})
+        result = self._save(iteration, {name: None for name in self.state})
+        self._covered = True
+        return result
 
     def step(self, iteration: int) -> SaveResult | None:
-        """Call after each iteration; saves if the policy is due. Returns what was saved."""
+        """Call after each iteration; saves if the policy is due. Returns what was saved.
+
+        The first call saves every row instead when the store holds no saved value of some row
+        yet (no :meth:`save_all` or :meth:`restore` before it, and an empty store)."""
+        if not self._covered:
+            self._covered = self._store_covers_state()
+            if not self._covered:
+                return self.save_all(iteration)
         if not self.policy.is_due(iteration):
             return None
         chosen = {
@@ -74,7 +106,15 @@ class Checkpointer:
         }
         return self._save(iteration, chosen)
 
+    def _store_covers_state(self) -> bool:
+        """Whether the store holds a saved value of every row of every table."""
+        if self.store.latest() is None:
+            return False
+        return all(bool((self.store.saved_iteration(name) >= 0).all()) for name in self.state)
+
     def _save(self, iteration: int, chosen: Mapping[str, np.ndarray | None]) -> SaveResult:
+        if self._closed:
+            raise StoreError("the checkpointer is closed: nothing more can be saved")
         rows = {}
         for name, ids in chosen.items():
             live = self.state[name]
@@ -95,6 +135,46 @@ class Checkpointer:
         self.last_save = result
         return result
 
+    # -- lifecycle ------------------------------------------------------------------------
+    def wait(self) -> None:
+        """Block until every save so far is durable; raises a background write's failure."""
+        self.store.wait()
+
+    def close(self) -> None:
+        """Wait until every save is durable, then close the store (see the class docstring)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.wait()
+        finally:
+            self.store.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def restore(self) -> int:
+        """Resume from the store: every row of its newest committed version is read into the
+        live tables (in place), and becomes what the policy compares against at the next
+        save. Returns the iteration that version saved (training goes on with the next one).
+
+        For a new process with tables of the same shapes on a durable store, or within a
+        process on any store. The worker-side arrays saved with it: ``store.read_aux()``.
+        Raises :class:`StoreError` when the store holds no checkpoint."""
+        self.store.wait()
+        latest = self.store.latest()
+        if latest is None:
+            raise StoreError("nothing to restore: the store holds no committed checkpoint")
+        restore_rows(self.state, self.store, dict.fromkeys(self.state))
+        if self._saved is not None:
+            for name, live in self.state.items():
+                np.copyto(self._saved[name], live)
+        self._covered = True
+        return latest.iteration
+
     # -- failure and recovery -------------------------------------------------------------
     def fail(self, lost_shards: Iterable[int]) -> dict[str, np.ndarray]:
         """Simulate the loss of shards: their live rows (and last-saved copies) are destroyed."""
@@ -110,6 +190,8 @@ class Checkpointer:
         shards = check_shards(self.state, lost_shards)
         self.store.wait()
         rec = recover(self.state, self.store, shards, mode)
+        if mode == "full" or len(shards) == self.state.n_shards:
+            self._covered = True  # every row was read back: the store holds them all
         if self._saved is not None:
             # The restored rows now equal their saved values.
             rows = lost_rows(self.state, shards) if mode == "partial" else dict.fromkeys(self.state)
