@@ -11,13 +11,9 @@ import pytest
 from scar.algorithms import registry as models
 from scar.checkpoint import Checkpointer
 from scar.errors import ConfigError
-from scar.experiments.cell import (
-    ExperimentConfig,
-    clean_run,
-    failure_event,
-    run_cell,
-    run_with_event,
-)
+from scar.experiments.cell import failure_event, run_cell, run_with_event
+from scar.experiments.clean import clean_run
+from scar.experiments.config import ExperimentConfig
 from scar.experiments.perturb import sweep
 from scar.policies import make_policy
 from scar.state import State

@@ -17,7 +17,8 @@ from scar import datasets
 from scar.algorithms import lda_gibbs, registry
 from scar.algorithms.lda_gibbs import LDA, LDAParams, perplexity, reference_lda
 from scar.errors import ConfigError, StoreError
-from scar.experiments.cell import ExperimentConfig, run_cell
+from scar.experiments.cell import run_cell
+from scar.experiments.config import ExperimentConfig
 
 K, ALPHA, BETA = 20, 0.1, 0.01
 STRATEGIES = [

@@ -13,7 +13,8 @@ from scar import datasets
 from scar.algorithms import registry
 from scar.algorithms.mf_als import MF, MFParams
 from scar.errors import ConfigError
-from scar.experiments.cell import ExperimentConfig, run_cell
+from scar.experiments.cell import run_cell
+from scar.experiments.config import ExperimentConfig
 
 STRATEGIES = [
     ("full", "full"),

@@ -1,4 +1,4 @@
-"""Trials replay the clean run's recorded prefix instead of recomputing it (cell.Trajectory).
+"""Trials replay the clean run's recorded prefix instead of recomputing it (clean.Trajectory).
 The replay must be invisible: every trial record is identical to a fully computed one."""
 
 import json
@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from scar.experiments import cell
-from scar.experiments.cell import ExperimentConfig, Trajectory, run_cell
+from scar.experiments.cell import run_cell
+from scar.experiments.clean import Trajectory, prepare
+from scar.experiments.config import ExperimentConfig
 
 CASES = [
     ("mlr", "digits", "gd", "priority", "partial"),
@@ -36,7 +37,7 @@ def test_replayed_trials_equal_computed_trials(model, dataset, optimizer, checkp
 
 
 def test_the_clean_run_records_its_prefix_up_to_the_target():
-    algo, clean = cell.prepare("mlr", "digits", "gd", (), 0, 0.01, 1)
+    algo, clean = prepare("mlr", "digits", "gd", (), 0, 0.01, 1)
     assert len(clean.trajectory) == clean.iterations  # iterations 0 .. T_clean - 1
     state = algo.start()
     for k in range(1, 6):

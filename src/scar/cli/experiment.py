@@ -18,7 +18,8 @@ from rich.table import Table
 
 from ..algorithms.registry import MODEL_DATASETS, MODEL_OPTIMIZERS
 from ..errors import ConfigError, StoreError
-from ..experiments.cell import ExperimentConfig, run_cell
+from ..experiments.cell import run_cell
+from ..experiments.config import ExperimentConfig
 from ..jsonio import write_json
 from ..store import DurableStore
 from ..store.backends import backend_for

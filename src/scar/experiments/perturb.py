@@ -22,7 +22,8 @@ import numpy as np
 from .. import theory
 from ..algorithms.base import Algorithm
 from ..state import State
-from .cell import CleanRun, Event, run_with_event
+from .cell import Event, run_with_event
+from .clean import CleanRun
 
 KINDS = ("random", "adversarial", "reset")
 

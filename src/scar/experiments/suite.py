@@ -28,7 +28,9 @@ from typing import Any
 from ..algorithms import registry as models
 from ..errors import ConfigError
 from ..jsonio import write_json
-from .cell import ExperimentConfig, prepare, run_cell
+from .cell import run_cell
+from .clean import prepare
+from .config import ExperimentConfig
 
 LOST_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1.0)
 FRACTIONS = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
@@ -304,7 +306,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def _prepare_key(task: Task) -> str:
     """What a task's worker must compute before its trials: the algorithm, its optimum and its
-    clean run (``cell.prepare``, cached per process)."""
+    clean run (``clean.prepare``, cached per process)."""
     c = task.config
     return json.dumps(
         [
