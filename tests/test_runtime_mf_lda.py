@@ -103,6 +103,8 @@ def test_lda_full_recovery_rewinds_the_workers_and_replays_the_same_chain(tmp_pa
         LocalCluster(), tmp_path, **LDA_KW, workers=2, checkpoint="full", period=4, recovery="full"
     )
     run_steps(t, 8)
+    for h in t.shards:  # the checkpoint at 8 durable (a kill loses what is still queued)
+        t.cluster.get(h, t.cluster.call(h, "sync"))
     at8 = t.tables[LDA.TABLE].copy()
     run_steps(t, 3)
     t.kill([0])
