@@ -69,7 +69,7 @@ def recount(algo, corpus):
 
 
 def test_the_sampler_is_compiled():
-    for kernel in (lda_gibbs._sweep, lda_gibbs._loglik, lda_gibbs._redeal):
+    for kernel in (lda_gibbs.gibbs_sweep, lda_gibbs.joint_loglik, lda_gibbs._redeal):
         assert isinstance(kernel, CPUDispatcher)
 
 

@@ -52,6 +52,13 @@ def stream_key(*words: int) -> np.uint64:
     return np.random.SeedSequence([int(w) for w in words]).generate_state(1, np.uint64)[0]
 
 
+def sweep_key(seed: int, iteration: int, first_token: int = 0) -> np.uint64:
+    """The key of sweep ``iteration`` for the tokens from ``first_token`` on: token ``i`` of a
+    sweep over them draws the number token ``first_token + i`` draws in a sweep over the whole
+    corpus (a token's counter advances the key by the golden ratio)."""
+    return np.uint64((int(stream_key(seed, iteration)) + first_token * int(_GOLDEN)) % 2**64)
+
+
 @njit(inline="always")
 def _uniform(key, i):  # pragma: no cover - compiled
     """Counter-based uniform in [0, 1): splitmix64 of key + i * golden ratio."""
@@ -72,8 +79,10 @@ def _count(words, docs, z, nwt, ndt):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _sweep(words, docs, z, nwt, ndt, nt, alpha, beta, vbeta, key):  # pragma: no cover
-    """One collapsed Gibbs sweep over every token, in order."""
+def gibbs_sweep(words, docs, z, nwt, ndt, nt, alpha, beta, vbeta, key):  # pragma: no cover
+    """One collapsed Gibbs sweep over every token, in order (token ``i`` draws its uniform from
+    ``key`` and ``i``: see ``sweep_key``). ``z``, ``nwt``, ``ndt`` and the topic totals ``nt``
+    are updated in place."""
     K = nt.shape[0]
     inv = np.empty(K)
     cum = np.empty(K)
@@ -105,7 +114,7 @@ def _sweep(words, docs, z, nwt, ndt, nt, alpha, beta, vbeta, key):  # pragma: no
 
 
 @njit(cache=True)
-def _loglik(nwt, ndt, alpha, beta):  # pragma: no cover - compiled
+def joint_loglik(nwt, ndt, alpha, beta):  # pragma: no cover - compiled
     """Joint log p(w, z) of the counts (zero counts contribute constants, added in closed form)."""
     V, K = nwt.shape
     D = ndt.shape[0]
@@ -241,15 +250,15 @@ class LDA(Algorithm):
         nwt = tables[self.TABLE]
         nt = nwt.sum(axis=0, dtype=np.float64)
         vbeta = self.corpus.n_words * self.p.beta
-        key = stream_key(self.p.seed, iteration)
-        _sweep(
+        key = sweep_key(self.p.seed, iteration)
+        gibbs_sweep(
             self.words, self.docs, self.z, nwt, self.ndt, nt, self.p.alpha, self.p.beta, vbeta, key
         )
         self._last = iteration
 
     def loglikelihood(self, tables: Tables) -> float:
         """Joint log p(w, z) of the table and the workers' document-topic counts."""
-        return float(_loglik(tables[self.TABLE], self.ndt, self.p.alpha, self.p.beta))
+        return float(joint_loglik(tables[self.TABLE], self.ndt, self.p.alpha, self.p.beta))
 
     def objective(self, tables: Tables) -> float:
         return -self.loglikelihood(tables) / len(self.words)

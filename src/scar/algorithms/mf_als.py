@@ -48,8 +48,9 @@ class MFParams:
 
 
 @njit(cache=True)
-def _solve_rows(indptr, cols, vals, other, lam, out):  # pragma: no cover - compiled
-    """out[u] = argmin_x sum_j (vals[j] - x.other[cols[j]])^2 + lam |x|^2, for every row u."""
+def solve_rows(indptr, cols, vals, other, lam, out):  # pragma: no cover - compiled
+    """out[u] = argmin_x sum_j (vals[j] - x.other[cols[j]])^2 + lam |x|^2, for every row u of
+    the CSR matrix (indptr, cols, vals): one ALS half-step's rows."""
     n, k = out.shape
     A = np.empty((k, k))
     b = np.empty(k)
@@ -150,9 +151,9 @@ class MF(Algorithm):
     def step(self, tables: Tables, iteration: int) -> None:
         P, Q = tables[self.USERS], tables[self.ITEMS]
         if iteration % 2 == 1:
-            _solve_rows(*self.by_user, Q, self.p.l2, P)
+            solve_rows(*self.by_user, Q, self.p.l2, P)
         else:
-            _solve_rows(*self.by_item, P, self.p.l2, Q)
+            solve_rows(*self.by_item, P, self.p.l2, Q)
 
     def objective(self, tables: Tables) -> float:
         P, Q = tables[self.USERS], tables[self.ITEMS]

@@ -14,14 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_softmax
 
 from ..datasets import Classification
 from ..errors import ConfigError
 from .base import Algorithm, Tables
 
 OPTIMIZERS = ("gd", "sgd")
+
+
+def cross_entropy_gradient(X: np.ndarray, Y: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """The cross-entropy's gradient summed over the examples, ``X^T (softmax(logits) - Y)``
+    (``logits = X @ W``, overwritten): ``MLR.gradient`` scales it by 1 / examples and adds the
+    L2 term; a parameter-server worker pushes it for its examples."""
+    logits -= logits.max(axis=1, keepdims=True)
+    P = np.exp(logits)
+    P /= P.sum(axis=1, keepdims=True)
+    P -= Y
+    return X.T @ P
 
 
 @dataclass(frozen=True)
@@ -72,11 +81,7 @@ class MLR(Algorithm):
         X = self._data(W.dtype) if idx is None else self.X[idx]
         Y = self.Y if idx is None else self.Y[idx]
         logits = self._logits(W).copy() if idx is None else X @ W
-        logits -= logits.max(axis=1, keepdims=True)
-        P = np.exp(logits)
-        P /= P.sum(axis=1, keepdims=True)
-        P -= Y
-        G = X.T @ P
+        G = cross_entropy_gradient(X, Y, logits)
         G *= G.dtype.type(1.0 / X.shape[0])
         G += G.dtype.type(self.p.l2) * W
         return G
@@ -143,6 +148,11 @@ class MLR(Algorithm):
         products, which keeps a solve to a few seconds; the optimum is then accurate to ~1e-6,
         far below the distances the experiments measure."""
         if self._optimum is None:
+            # scipy is imported here: a runtime's workers import this module for the gradient
+            # and never need the optimum (scipy.optimize takes 0.3-0.8 s to import here)
+            from scipy.optimize import minimize
+            from scipy.special import log_softmax
+
             shape = self.shape
             precise = self.X.size <= 5_000_000
             X = self.X.astype(np.float64) if precise else self.X

@@ -32,12 +32,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..algorithms.lda_gibbs import LDA, _loglik, _sweep, stream_key
-from ..algorithms.mf_als import MF, _solve_rows
+from ..algorithms.lda_gibbs import LDA, gibbs_sweep, joint_loglik, sweep_key
+from ..algorithms.mf_als import MF, solve_rows
 from ..errors import ConfigError
 from .split import AddRule, Split, Update, WorkerPart
-
-_GOLDEN = 0x9E3779B97F4A7C15
 
 
 def _cuts(n: int, parts: int) -> np.ndarray:
@@ -61,7 +59,7 @@ class MFPart(WorkerPart):
         solve, other = (MF.USERS, MF.ITEMS) if iteration % 2 == 1 else (MF.ITEMS, MF.USERS)
         lo, hi = self.ranges[solve]
         out = np.empty((hi - lo, tables[solve].shape[1]), tables[solve].dtype)
-        _solve_rows(*self.csr[solve], tables[other], self.l2, out)
+        solve_rows(*self.csr[solve], tables[other], self.l2, out)
         return {solve: Update(np.arange(lo, hi, dtype=np.int64), out, "set")}
 
 
@@ -115,10 +113,10 @@ class LDAPart(WorkerPart):
         nwt = tables[LDA.TABLE]  # assembled from the pulls: a private, writable copy
         before = nwt.copy()
         nt = nwt.sum(axis=0, dtype=np.float64)
-        key = (int(stream_key(self.seed, iteration)) + self.first_token * _GOLDEN) % 2**64
-        _sweep(
+        key = sweep_key(self.seed, iteration, self.first_token)
+        gibbs_sweep(
             self.words, self.docs, self.z, nwt, self.ndt, nt,
-            self.alpha, self.beta, self.vbeta, np.uint64(key),
+            self.alpha, self.beta, self.vbeta, key,
         )  # fmt: skip
         nwt -= before
         rows = np.flatnonzero(np.any(nwt != 0, axis=1))
@@ -184,7 +182,7 @@ class LDASplit(Split):
     def objective(self, tables, states=()):
         a = self.algorithm
         ndt = np.concatenate([s["doc_topic"] for s in states])
-        return -float(_loglik(tables[LDA.TABLE], ndt, a.p.alpha, a.p.beta)) / len(a.words)
+        return -float(joint_loglik(tables[LDA.TABLE], ndt, a.p.alpha, a.p.beta)) / len(a.words)
 
     def after_restore(
         self,

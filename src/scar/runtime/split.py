@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..algorithms.base import Algorithm, Tables
+from ..algorithms.mlr import cross_entropy_gradient
 from ..algorithms.sparse_lr import SparseLR, logloss_gradient, sgd_apply
 from ..errors import ConfigError
 from ..state import Sharding
@@ -227,13 +228,7 @@ class MLRPart(WorkerPart):
 
     def update(self, tables, iteration, args):
         X, Y = (self.X, self.Y) if args is None else (self.X[args], self.Y[args])
-        W = tables["weights"]
-        logits = X @ W
-        logits -= logits.max(axis=1, keepdims=True)
-        P = np.exp(logits)
-        P /= P.sum(axis=1, keepdims=True)
-        P -= Y
-        return {"weights": Update(None, X.T @ P)}
+        return {"weights": Update(None, cross_entropy_gradient(X, Y, X @ tables["weights"]))}
 
 
 class MLRSplit(Split):
