@@ -9,6 +9,8 @@ from typing import Any
 
 from .config import RUNTIMES, TrainConfig, build_split
 from .coordinator import Failure, RuntimeFailure, Trainer
+from .local import LocalCluster
+from .ray_ps import RayCluster
 
 __all__ = [
     "RUNTIMES",
@@ -22,13 +24,7 @@ __all__ = [
 
 
 def make_cluster(runtime: str):
-    if runtime == "ray":
-        from .ray_ps import RayCluster
-
-        return RayCluster()
-    from .local import LocalCluster
-
-    return LocalCluster()
+    return RayCluster() if runtime == "ray" else LocalCluster()
 
 
 def train(cfg: TrainConfig, progress=None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..algorithms.registry import MODEL_DATASETS, MODEL_OPTIMIZERS, build
+from ..algorithms.sparse_lr import CriteoSynthConfig, SparseLR, SparseLRParams, criteo_synth
 from ..errors import ConfigError, StoreError
 from ..policies import POLICIES
 from ..recovery import RECOVERY_MODES
@@ -112,12 +113,12 @@ def _one_of(name: str, value: Any, allowed: tuple, where: str = "") -> None:
 
 def build_split(cfg: TrainConfig):
     """The algorithm of ``cfg`` and its worker/server split."""
-    from .split import split_of
+    # imported here, not with this module: the splits load MF's and LDA's compiled (numba)
+    # kernels, which the shard processes (they import scar.runtime) never need
+    from .registry import split_of
 
     hyper = {k: v for k, v in cfg.hyper.items() if v is not None}
     if cfg.model == "sparse-lr":
-        from ..algorithms.sparse_lr import CriteoSynthConfig, SparseLR, SparseLRParams, criteo_synth
-
         unknown = sorted(set(hyper) - (set(SparseLRParams.__dataclass_fields__) - {"seed"}))
         if unknown:
             raise ConfigError(f"model sparse-lr has no setting {unknown}")

@@ -24,7 +24,7 @@ def import_ray():
     for k, v in LOOPBACK_ENV.items():
         os.environ[k] = v
     try:
-        import ray
+        import ray  # optional (scar[ray]) and heavy: imported when a Ray cluster is used
     except ImportError:
         raise ScarError(
             "the ray runtime needs Ray: pip install 'scar[ray]' (or ray==2.60.0)"
@@ -42,7 +42,7 @@ def quiet_kills() -> None:
     of a shard is what a failure run is about, and the coordinator reports it, so the paragraphs
     about the processes in ``KILLED`` are dropped; any other death is still printed."""
     try:
-        from ray._private import worker
+        from ray._private import worker  # Ray's own (optional) internals, as import_ray
     except ImportError:  # another Ray: its messages stay as they are
         return
     show = getattr(worker, "print_to_stdstream", None)

@@ -292,17 +292,3 @@ class SparseLRSplit(Split):
     def server_args(self, iteration):
         a = self.algorithm
         return {"lr": a.p.lr, "scale": 1.0 / len(a.batch(iteration)), "l2": a.p.l2}
-
-
-def split_of(model: str, algorithm: Algorithm) -> Split:
-    from .mf_lda import LDASplit, MFSplit
-
-    splits: dict[str, type[Split]] = {
-        "mlr": MLRSplit,
-        "sparse-lr": SparseLRSplit,
-        "mf": MFSplit,
-        "lda": LDASplit,
-    }
-    if model not in splits:
-        raise ConfigError(f"model {model!r} has no distributed split; allowed: {', '.join(splits)}")
-    return splits[model](algorithm)
