@@ -7,8 +7,8 @@ import os
 import numpy as np
 
 from scar.runtime import TrainConfig, Trainer, build_split
-from scar.runtime.nodes import shard_url
 from scar.store import open_store
+from scar.store.urls import shard_url
 
 
 def make_trainer(cluster, tmp_path, **kw) -> Trainer:

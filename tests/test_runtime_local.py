@@ -11,9 +11,9 @@ from runtime_helpers import close, make_trainer, run_steps, saved_iterations, sa
 from scar.algorithms.registry import build
 from scar.algorithms.sparse_lr import CriteoSynthConfig, SparseLR, SparseLRParams, criteo_synth
 from scar.errors import StoreError
-from scar.policies import PriorityPolicy
+from scar.policies import PriorityPolicy, TrackedPriority
 from scar.runtime.local import LocalCluster
-from scar.runtime.nodes import SaveThread, TrackedPriority
+from scar.runtime.nodes import SaveThread
 
 SYNTH = {"examples": 3000, "hash_bits": 10, "fields": 8}
 

@@ -7,6 +7,9 @@ the rows every ``m = max(1, round(r*C))`` iterations, choosing the rows
 * ``round-robin``: cyclically, continuing where the previous checkpoint stopped;
 * ``random``: uniformly without replacement.
 
+``TrackedPriority`` is the priority policy of a parameter-server shard: the same rows, read
+only where its pushes touched.
+
 Equal cost: every policy writes ``n / C`` of a table's ``n`` rows per iteration. A partial policy
 saves, at iteration ``i``, ``floor(n*i/C) - floor(n*(i-m)/C)`` rows: about ``n*m/C`` (``r*n``
 when ``r*C`` is a whole number, as in the paper), with the fractions carried over so that after
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -102,6 +106,42 @@ class PriorityPolicy(_FractionPolicy):
         from .select import select_top_changed  # numba: imported on first use
 
         return select_top_changed(live, saved, self.rows_per_checkpoint(live.shape[0], iteration))
+
+
+class TrackedPriority(PriorityPolicy):
+    """The priority policy of a parameter-server shard, which knows which rows its pushes
+    touched.
+
+    It chooses exactly the rows ``PriorityPolicy`` chooses (the ``k`` largest L2 changes since
+    last saved, ties by row id, NaN first), but reads only the rows that may have changed: a
+    per-table mask, set for every row an update touches (``touch``) and, after each save, left
+    set only for the rows whose change is still nonzero (not chosen, or NaN). Every row outside
+    the mask has ``live == saved``, a change of 0, so ``take_top_changed`` gives the same rows
+    as ``select_top_changed`` over the whole table (tests/test_select.py). Sparse LR touches
+    a few % of its rows per iteration: a save reads ~``2 * interval`` iterations' worth of
+    rows, not the table. Anything that rewrites rows behind the policy's back (a
+    restore, a rollback) calls ``touch_all``.
+    """
+
+    def __init__(self, base: PriorityPolicy, n_rows: Mapping[str, int]) -> None:
+        super().__init__(base.period, base.fraction, base.seed)
+        self.dirty = {name: np.ones(n, bool) for name, n in n_rows.items()}
+
+    def touch(self, table: str, rows: np.ndarray | None) -> None:
+        self.dirty[table][slice(None) if rows is None else rows] = True
+
+    def touch_all(self) -> None:
+        for d in self.dirty.values():
+            d[:] = True
+
+    def select(self, table, live, saved, iteration):
+        from .select import take_top_changed  # numba: imported on first use
+
+        k = self.rows_per_checkpoint(live.shape[0], iteration)
+        dirty = self.dirty[table]
+        chosen, still = take_top_changed(dirty, live, saved, k)  # the mask cleared as read
+        dirty[still] = True
+        return chosen
 
 
 class RoundRobinPolicy(_FractionPolicy):

@@ -23,10 +23,12 @@ import numpy as np
 
 from ..checkpoint import Checkpointer
 from ..errors import StoreError
-from ..policies import Policy, PriorityPolicy, make_policy
+from ..policies import Policy, PriorityPolicy, TrackedPriority, make_policy
 from ..recovery import restore_rows
 from ..state import State
 from ..store import open_store
+from ..store.index import load_kernels
+from ..store.urls import shard_url
 from ..store.writer import idle_priority
 from .split import Layout, ServerRule, Update, WorkerPart, combine
 
@@ -45,45 +47,6 @@ class CheckpointConfig:
 
 
 IN_FLIGHT = 2  # async writes: saves a shard lets the store write before waiting for them
-
-
-def shard_url(base: str, shard: int) -> str:
-    return f"{base.rstrip('/')}/shard-{shard}"
-
-
-class TrackedPriority(PriorityPolicy):
-    """The priority policy of a shard, which knows which rows its pushes touched.
-
-    It chooses exactly the rows ``PriorityPolicy`` chooses (the ``k`` largest L2 changes since
-    last saved, ties by row id, NaN first), but reads only the rows that may have changed: a
-    per-table mask, set for every row an update touches (``touch``) and, after each save, left
-    set only for the rows whose change is still nonzero (not chosen, or NaN). Every row outside
-    the mask has ``live == saved``, a change of 0, so ``take_top_changed`` gives the same rows
-    as ``select_top_changed`` over the whole table (tests/test_select.py). Sparse LR touches
-    a few % of its rows per iteration: a save reads ~``2 * interval`` iterations' worth of
-    rows, not the table. Anything that rewrites rows behind the policy's back (a
-    restore, a rollback) calls ``touch_all``.
-    """
-
-    def __init__(self, base: PriorityPolicy, n_rows: Mapping[str, int]) -> None:
-        super().__init__(base.period, base.fraction, base.seed)
-        self.dirty = {name: np.ones(n, bool) for name, n in n_rows.items()}
-
-    def touch(self, table: str, rows: np.ndarray | None) -> None:
-        self.dirty[table][slice(None) if rows is None else rows] = True
-
-    def touch_all(self) -> None:
-        for d in self.dirty.values():
-            d[:] = True
-
-    def select(self, table, live, saved, iteration):
-        from ..select import take_top_changed
-
-        k = self.rows_per_checkpoint(live.shape[0], iteration)
-        dirty = self.dirty[table]
-        chosen, still = take_top_changed(dirty, live, saved, k)  # the mask cleared as read
-        dirty[still] = True
-        return chosen
 
 
 def shard_policy(ckpt: CheckpointConfig, k: int, n_rows: Mapping[str, int]) -> Policy:
@@ -159,8 +122,8 @@ class SaveThread:
 def warm_up_kernels(tables: set[tuple[np.dtype, int]]) -> None:
     """Load the store's compiled loops and the selection's kernels for tables of these
     (dtype, width): see ``ShardServer._warm_up``."""
+    # numba: imported by the shards that select rows only
     from ..select import single_threaded, warm_up, warm_up_rows
-    from ..store.index import load_kernels
 
     load_kernels()
     with single_threaded():
@@ -306,7 +269,7 @@ class ShardServer:
         if base or self.tracked is None:
             result = self.ckpt.save_all(iteration) if base else self.ckpt.step(iteration)
         else:
-            from ..select import single_threaded
+            from ..select import single_threaded  # numba: imported on first use
 
             with single_threaded():  # 2 cores: parallel kernels would only fight the workers
                 result = self.ckpt.step(iteration)
