@@ -10,8 +10,6 @@ of its store and a replacement shard reopens the store of the one it replaces.
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
 import weakref
 from collections.abc import Mapping
@@ -29,7 +27,7 @@ from ..state import State
 from ..store import open_store
 from ..store.index import load_kernels
 from ..store.urls import shard_url
-from ..store.writer import idle_priority
+from ..store.writer import OrderedWorker
 from .split import Layout, ServerRule, Update, WorkerPart, combine
 
 
@@ -56,67 +54,35 @@ def shard_policy(ckpt: CheckpointConfig, k: int, n_rows: Mapping[str, int]) -> P
     return policy
 
 
-class SaveThread:
-    """One long-lived thread that runs a shard's saves, one at a time, in order.
-
-    Starting a thread per save made ``apply`` wait for the new thread to be scheduled (6-20 ms
-    on a loaded machine, measured); handing an iteration to a waiting thread costs a queue
-    put. ``join`` waits for the save in progress and raises its error, if any. With ``idle``
-    the thread runs at idle CPU priority: selection and snapshots use the cores the workers
-    leave idle (at the barrier, while results travel) instead of slowing the workers."""
+class SaveThread(OrderedWorker):
+    """A shard's saves, one at a time, in order, on one long-lived thread (an ``OrderedWorker``,
+    as the store's writer): ``submit(iteration)`` first waits for the save before it, so at
+    most one is pending. ``join`` waits for the save in progress, raises its error, if any, and
+    returns the seconds waited. With ``idle`` the thread runs at idle CPU priority: selection
+    and snapshots use the cores the workers leave idle (at the barrier, while results travel)
+    instead of slowing the workers. ``cpu_seconds``: the CPU time of the saves run here."""
 
     def __init__(self, save, idle: bool = False) -> None:
+        super().__init__(self._run, name="scar-shard-save", idle=idle)
         # a weak reference: a shard dropped without close() is freed, and its thread ends
         self._save = weakref.WeakMethod(save)
-        self._low_priority = idle
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        weakref.finalize(save.__self__, self._queue.put, None)
-        self._done = threading.Event()  # set while no save is waiting or running
-        self._done.set()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self.cpu_seconds = 0.0  # CPU time of the saves run here
+        weakref.finalize(save.__self__, self.stop)
+
+    def _run(self, iteration: int) -> None:
+        save = self._save()
+        if save is not None:  # else the shard is gone: ``stop`` ends the thread
+            save(iteration)
 
     def submit(self, iteration: int) -> None:
         self.join()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="scar-shard-save", daemon=True)
-            self._thread.start()
-        self._done.clear()
-        self._queue.put(iteration)
-
-    def _loop(self) -> None:
-        if self._low_priority:
-            idle_priority()
-        while (iteration := self._queue.get()) is not None:
-            c0 = time.thread_time()
-            try:
-                save = self._save()
-                if save is None:
-                    return
-                save(iteration)
-                del save
-            except BaseException as e:  # noqa: BLE001 - raised by the next join
-                self._error = e
-            finally:
-                self.cpu_seconds += time.thread_time() - c0
-                self._done.set()
+        super().submit(iteration)
 
     def join(self) -> float:
-        if self._done.is_set() and self._error is None:
-            return 0.0
-        t0 = time.perf_counter()
-        self._done.wait()
-        error, self._error = self._error, None
+        waited = self.wait()
+        error = self.take_error()
         if error is not None:
-            raise error
-        return time.perf_counter() - t0
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+            raise error[1]
+        return waited
 
 
 def warm_up_kernels(tables: set[tuple[np.dtype, int]]) -> None:
