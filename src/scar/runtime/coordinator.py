@@ -38,9 +38,10 @@ import numpy as np
 
 from ..errors import ScarError
 from ..policies import make_policy
+from ..theory import perturbation_norm
 from .config import TrainConfig
 from .local import Cluster, Handle, NodeLost
-from .nodes import CheckpointConfig, ShardServer, StandbyShard, WorkerNode, norm_between
+from .nodes import CheckpointConfig, ShardServer, StandbyShard, WorkerNode
 from .split import Layout, Split
 
 KEEP_STATES = 6  # worker-state snapshots kept for full rollbacks (the stores keep 3 versions)
@@ -379,7 +380,7 @@ class Trainer:
         restored = time.perf_counter()
         if self.standby is None:  # for the next failure, while the run goes on
             self.standby = self._start_standby()
-        norm = None if before_tables is None else norm_between(self.tables, before_tables)
+        norm = None if before_tables is None else perturbation_norm(before_tables, self.tables)
         self.failures.append(
             Failure(
                 iteration=at,

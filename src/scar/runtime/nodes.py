@@ -394,10 +394,3 @@ class WorkerNode:
 
     def set_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.part.set_state(state)
-
-
-def norm_between(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
-    """L2 distance over every row of two full states."""
-    return float(
-        np.sqrt(sum(np.sum(np.square(a[n].astype(np.float64) - b[n], dtype=np.float64)) for n in a))
-    )
