@@ -89,7 +89,7 @@ def local_contraction(
     to, which still shrink only as fast as the regulariser makes them. A perturbation can point
     anywhere, so the bound needs the slowest direction too.
     """
-    from scipy.sparse.linalg import LinearOperator, eigsh
+    from scipy.sparse.linalg import LinearOperator, eigsh  # heavy: only the bound's probes use it
 
     names = list(point)
     shapes = [np.asarray(point[n]).shape for n in names]

@@ -25,6 +25,7 @@ objective never reaches its target.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -196,9 +197,7 @@ def reference_lda(topics: int, alpha: float, beta: float, iterations: int, seed:
     """An unfitted ``lda.LDA`` (the ``lda`` package's collapsed Gibbs sampler) with the same
     settings, for comparisons. Creating one reconfigures the root logger (``basicConfig``);
     that is undone here, so its progress lines are not printed."""
-    import logging
-
-    import lda
+    import lda  # optional (the data and dev extras): only tests and benchmarks compare with it
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
