@@ -190,6 +190,8 @@ def test_paused_checkpoints_save_nothing_survive_a_kill_and_resume_on_schedule(
 def test_full_recovery_rolls_everything_back_to_the_checkpoint(tmp_path):
     t = make_trainer(LocalCluster(), tmp_path, checkpoint="full", period=5, recovery="full")
     run_steps(t, 10)
+    for h in t.shards:  # the checkpoint at 10 durable (a kill loses what is still queued)
+        t.cluster.get(h, t.cluster.call(h, "sync"))
     at10 = t.tables["weights"].copy()
     run_steps(t, 3)
     t.kill([0, 3])
@@ -339,7 +341,7 @@ def test_a_simulated_kill_loses_the_saves_a_real_one_loses(tmp_path, monkeypatch
     abandoned as a killed process leaves it: the saves it had not committed are lost."""
     import time
 
-    from scar.store import backends
+    from scar.store.backends import LocalBackend
 
     t = make_trainer(
         LocalCluster(), tmp_path, checkpoint="priority", fraction=0.25, period=8,
@@ -348,7 +350,7 @@ def test_a_simulated_kill_loses_the_saves_a_real_one_loses(tmp_path, monkeypatch
     run_steps(t, 9)
     for h in t.shards:  # everything so far durable: what shard 2 reports committed
         t.cluster.get(h, t.cluster.call(h, "sync"))
-    real, hold = backends.LocalBackend.publish, {"on": True}
+    real, hold = LocalBackend.publish, {"on": True}
 
     def held(self, files, rel, data):
         """Shard 2's writes stall (a slow disk) until its store is abandoned (at most 2 s)."""
@@ -359,7 +361,7 @@ def test_a_simulated_kill_loses_the_saves_a_real_one_loses(tmp_path, monkeypatch
             time.sleep(0.005)
         return real(self, files, rel, data)
 
-    monkeypatch.setattr(backends.LocalBackend, "publish", held)
+    monkeypatch.setattr(LocalBackend, "publish", held)
     run_steps(t, 3)  # two saves queued behind the stalled disk
     t.kill([2])
     hold["on"] = False
