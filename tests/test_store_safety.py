@@ -530,3 +530,19 @@ def main_code(args: list[str]) -> int:
     with pytest.raises(SystemExit) as e:
         main(args)
     return e.value.code
+
+
+@pytest.mark.usefixtures("s3_server")
+def test_reading_a_lease_while_its_writer_renews_it_is_no_error(tmp_path, monkeypatch):
+    """s3fs reads an object with the ETag its HEAD saw: a renewal in between made reading the
+    lock fail (FileExpired) - for `scar ckpt unlock`, a second writer, or the CLI's inspect.
+    Reading it again is the answer."""
+    monkeypatch.setattr(lease, "TTL", 0.04)  # renewed every 10 ms
+    url = s3_store(tmp_path)
+    a = open_store(url)
+    other = DurableStore(url, readonly=True).backend
+    for _ in range(300):
+        assert other.lock_owner()["token"] == a.backend.lock_owner()["token"]
+    with pytest.raises(StoreError, match="in use by"):
+        open_store(url)
+    a.close()

@@ -265,12 +265,17 @@ class FsspecBackend(Backend):
     def _read_lock(self) -> tuple[dict | None, str | None]:
         """(the lock record, its ETag on S3 or "" elsewhere); (None, None) if there is none;
         (None, etag) for an object that is no lock record."""
-        try:
-            with self.fs.open(self._p(LOCK_NAME), "rb") as f:
-                data = f.read()
-                etag = (getattr(f, "details", None) or {}).get("ETag", "") if self._s3 else ""
-        except FileNotFoundError:
-            return None, None
+        for attempt in range(10):
+            try:
+                with self.fs.open(self._p(LOCK_NAME), "rb") as f:
+                    data = f.read()
+                    etag = (getattr(f, "details", None) or {}).get("ETag", "") if self._s3 else ""
+                break
+            except FileNotFoundError:
+                return None, None
+            except OSError as e:  # renewed between s3fs's HEAD and its GET (If-Match): again
+                if attempt == 9 or not _changed(e):
+                    raise
         try:
             owner = json.loads(data)
         except (ValueError, RecursionError):
@@ -365,6 +370,12 @@ class FsspecBackend(Backend):
         if not self._remove_lock(etag):
             raise StoreError(f"{self.url}: the lock changed while it was being removed; try again")
         return owner or {}
+
+
+def _changed(e: OSError) -> bool:
+    """Whether a read failed because the object changed while it was read (s3fs reads with
+    the ETag its HEAD saw: FileExpired, or S3's refusal of the condition)."""
+    return type(e).__name__ == "FileExpired" or _precondition(e)
 
 
 def _precondition(e: OSError) -> bool:
