@@ -96,14 +96,14 @@ def test_schedule_interval():
 
 @pytest.mark.parametrize("fraction", [0, 1.5, -0.1, float("nan")])
 def test_invalid_fraction(fraction):
-    with pytest.raises(ConfigError, match="fraction"):
+    with pytest.raises(ConfigError, match=r"fraction must be in \(0, 1\], got"):
         make_policy("priority", 10, fraction)
 
 
 def test_invalid_policy_and_period():
-    with pytest.raises(ConfigError, match="allowed"):
+    with pytest.raises(ConfigError, match="policy must be one of full, priority, round-robin or"):
         make_policy("sometimes", 10, 0.5)
-    with pytest.raises(ConfigError, match="period"):
+    with pytest.raises(ConfigError, match="period must be a whole number >= 1, got 0"):
         make_policy("full", 0)
-    with pytest.raises(ConfigError, match="fraction"):
+    with pytest.raises(ConfigError, match="fraction must be .* for policy 'priority', got None"):
         make_policy("priority", 10)

@@ -138,7 +138,9 @@ def test_an_idle_priority_writer_runs_at_idle_priority_and_stores_every_value(tm
 
 
 def test_an_unknown_writer_priority_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="writer_priority must be one of normal, idle"):
+    with pytest.raises(
+        ConfigError, match="writer_priority must be one of normal or idle, got 'high'"
+    ):
         DurableStore(str(tmp_path / "s"), writer_priority="high")
     assert not (tmp_path / "s").exists()  # refused before anything was created
 

@@ -27,6 +27,7 @@ from .recovery import Recovery, check_mode, check_shards, fail, lost_rows, recov
 from .state import State
 from .store.base import CheckpointStore, SaveResult, specs_of
 from .store.memory import MemoryStore
+from .validation import DEFAULT_RECOVERY
 
 AuxFn = Callable[[], Mapping[str, np.ndarray]]
 
@@ -184,7 +185,7 @@ class Checkpointer:
                 self._saved[name][rows] = np.nan
         return lost
 
-    def recover(self, lost_shards: Iterable[int], mode: str = "partial") -> Recovery:
+    def recover(self, lost_shards: Iterable[int], mode: str = DEFAULT_RECOVERY) -> Recovery:
         """Restore after a failure of ``lost_shards``: ``partial`` or ``full`` (see recovery)."""
         check_mode(mode)
         shards = check_shards(self.state, lost_shards)

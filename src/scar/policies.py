@@ -24,13 +24,12 @@ priority policy compares against, and the store writes the rows.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import ConfigError
+from . import validation as check
 
 POLICIES = ("full", "priority", "round-robin", "random")
 
@@ -42,9 +41,7 @@ class Policy(ABC):
     needs_saved_copy: bool = False
 
     def __init__(self, period: int) -> None:
-        if not isinstance(period, int | np.integer) or period < 1:
-            raise ConfigError(f"checkpoint period must be a whole number >= 1, got {period!r}")
-        self.period = int(period)
+        self.period = int(check.whole("period", period, ge=1))
 
     @property
     def interval(self) -> int:
@@ -78,10 +75,7 @@ class FullPolicy(Policy):
 class _FractionPolicy(Policy):
     def __init__(self, period: int, fraction: float, seed: int = 0) -> None:
         super().__init__(period)
-        fraction = float(fraction)
-        if not (0.0 < fraction <= 1.0) or math.isnan(fraction):
-            raise ConfigError(f"fraction must be in (0, 1], got {fraction:g}")
-        self.fraction = fraction
+        self.fraction = float(check.fraction("fraction", fraction))
         self.seed = int(seed)
 
     @property
@@ -175,11 +169,10 @@ class RandomPolicy(_FractionPolicy):
 
 def make_policy(name: str, period: int, fraction: float | None = None, seed: int = 0) -> Policy:
     """Build a policy by name. ``fraction`` is required for all but ``full``."""
+    check.one_of("policy", name, POLICIES)
     if name == "full":
         return FullPolicy(period)
-    classes = {"priority": PriorityPolicy, "round-robin": RoundRobinPolicy, "random": RandomPolicy}
-    if name not in classes:
-        raise ConfigError(f"unknown checkpoint policy {name!r}; allowed: {', '.join(POLICIES)}")
     if fraction is None:
-        raise ConfigError(f"checkpoint policy {name!r} needs a fraction r in (0, 1]")
+        check.fail("fraction", "in (0, 1]", None, note=f"for policy {name!r}")
+    classes = {"priority": PriorityPolicy, "round-robin": RoundRobinPolicy, "random": RandomPolicy}
     return classes[name](period, fraction, seed)

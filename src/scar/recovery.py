@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConfigError, StoreError
+from . import validation as check
+from .errors import StoreError
 from .state import State
 from .store.base import CheckpointStore
 
@@ -35,16 +36,14 @@ class Recovery:
 
 
 def check_mode(mode: str) -> str:
-    if mode not in RECOVERY_MODES:
-        raise ConfigError(f"unknown recovery mode {mode!r}; allowed: {', '.join(RECOVERY_MODES)}")
-    return mode
+    return check.one_of("mode", mode, RECOVERY_MODES)
 
 
 def check_shards(state: State, shards: Iterable[int]) -> list[int]:
+    """The lost shards' ids, sorted and each once; each must be one of the state's shards."""
     shards = sorted({int(s) for s in shards})
-    bad = [s for s in shards if not 0 <= s < state.n_shards]
-    if bad:
-        raise ConfigError(f"lost shards {bad} do not exist: shards are 0..{state.n_shards - 1}")
+    if any(not 0 <= s < state.n_shards for s in shards):
+        check.fail("lost_shards", f"shard ids in 0..{state.n_shards - 1}", shards)
     return shards
 
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import validation as check
 from .errors import ConfigError
+from .validation import DEFAULT_SHARDING
 
 SHARDING_SCHEMES = ("range", "hash")
 
@@ -26,17 +28,12 @@ class Sharding:
 
     n_rows: int
     n_shards: int
-    scheme: str = "range"
+    scheme: str = DEFAULT_SHARDING
 
     def __post_init__(self) -> None:
-        if self.n_shards < 1:
-            raise ConfigError(f"shards must be at least 1, got {self.n_shards}")
-        if self.n_rows < 0:
-            raise ConfigError(f"a table cannot have {self.n_rows} rows")
-        if self.scheme not in SHARDING_SCHEMES:
-            raise ConfigError(
-                f"unknown sharding scheme {self.scheme!r}; allowed: {', '.join(SHARDING_SCHEMES)}"
-            )
+        check.whole("n_shards", self.n_shards, ge=1)
+        check.whole("n_rows", self.n_rows, ge=0)
+        check.one_of("scheme", self.scheme, SHARDING_SCHEMES)
 
     def shard_of(self, rows: np.ndarray | int) -> np.ndarray:
         """Shard id of each row id."""
@@ -56,7 +53,7 @@ class Sharding:
         shards = np.atleast_1d(np.asarray(list(shards) if not np.isscalar(shards) else shards))
         shards = shards.astype(np.int64)
         if shards.size and (shards.min() < 0 or shards.max() >= self.n_shards):
-            raise ConfigError(f"shard ids must be in 0..{self.n_shards - 1}, got {shards.tolist()}")
+            check.fail("shards", f"shard ids in 0..{self.n_shards - 1}", shards.tolist())
         if self.scheme == "range":
             b = self.bounds
             parts = [np.arange(b[s], b[s + 1], dtype=np.int64) for s in np.unique(shards)]
@@ -87,10 +84,10 @@ class State(Mapping[str, np.ndarray]):
     """
 
     def __init__(
-        self, tables: Mapping[str, np.ndarray], n_shards: int = 8, scheme: str = "range"
+        self, tables: Mapping[str, np.ndarray], n_shards: int = 8, scheme: str = DEFAULT_SHARDING
     ) -> None:
         if not tables:
-            raise ConfigError("a state needs at least one table")
+            check.fail("tables", "at least one table", tables)
         self._tables: dict[str, np.ndarray] = {}
         self.shardings: dict[str, Sharding] = {}
         for name, arr in tables.items():

@@ -28,7 +28,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .. import validation as check
 from ..errors import ConfigError, StoreError
+from ..validation import DEFAULT_KEEP_LAST
 from .backends import backend_for
 from .base import CheckpointStore, SaveResult, TableSpec, VersionInfo
 from .catalog import RETRIES, Catalog, CheckpointWarning, VersionRetired
@@ -56,7 +58,7 @@ class StoreOptions:
     readonly: bool = False  # open an existing store to read it (no lock)
     async_writes: bool = False  # save() snapshots the rows; a background thread writes them
     compression: str | None = None  # None or "zstd" (each segment, where it saves >= 10 %)
-    keep_last: int | None = 3  # versions kept (None: all)
+    keep_last: int | None = DEFAULT_KEEP_LAST  # versions kept (None: all)
     compact_after: int = 16  # live segments per chunk before the next write merges them
     chunk_bytes: int = 16 << 20  # a table is cut into chunks of about this many bytes
     fsync: bool = True  # local disks: flush every file and folder a commit needs
@@ -66,17 +68,11 @@ class StoreOptions:
     force_unlock: bool = False  # take the writer lock over whoever holds it
 
     def __post_init__(self) -> None:
-        if self.compression not in (None, "zstd"):
-            raise ConfigError(f"compression must be zstd or none, got {self.compression!r}")
-        if self.writer_priority not in PRIORITIES:
-            raise ConfigError(
-                f"writer_priority must be one of {', '.join(PRIORITIES)}, "
-                f"got {self.writer_priority!r}"
-            )
-        if self.keep_last is not None and self.keep_last < 1:
-            raise ConfigError(f"keep_last must be at least 1, got {self.keep_last}")
-        if self.compact_after < 2 or self.chunk_bytes < 1:
-            raise ConfigError("compact_after must be >= 2 and chunk_bytes >= 1")
+        check.optional(check.one_of, "compression", self.compression, ("zstd",), note="or None")
+        check.one_of("writer_priority", self.writer_priority, PRIORITIES)
+        check.optional(check.whole, "keep_last", self.keep_last, ge=1, note="or None")
+        check.whole("compact_after", self.compact_after, ge=2)
+        check.whole("chunk_bytes", self.chunk_bytes, ge=1)
 
 
 @dataclass(frozen=True)
