@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from .. import validation as check
 from ..datasets import Corpus
-from ..errors import ConfigError, StoreError
+from ..errors import StoreError
 from .base import Algorithm, Tables
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -222,8 +223,9 @@ class LDA(Algorithm):
 
     def __init__(self, corpus: Corpus, params: LDAParams) -> None:
         p = params
-        if not (isinstance(p.topics, int) and p.topics >= 2) or p.alpha <= 0 or p.beta <= 0:
-            raise ConfigError("LDA needs a whole number of topics >= 2, alpha > 0 and beta > 0")
+        check.whole("topics", p.topics, ge=2)
+        check.positive("alpha", p.alpha)
+        check.positive("beta", p.beta)
         self.corpus = corpus
         self.p = p
         self.words = np.ascontiguousarray(corpus.words, dtype=np.int32)

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from .. import validation as check
 from ..datasets import Ratings
-from ..errors import ConfigError
 from .base import Algorithm, Tables
 
 SPLIT_SEED = 20190610  # the held-out split is a property of the data set, not of a run
@@ -124,10 +124,10 @@ class MF(Algorithm):
 
     def __init__(self, data: Ratings, params: MFParams) -> None:
         p = params
-        if not (isinstance(p.rank, int) and p.rank >= 1) or p.l2 <= 0 or p.init_scale < 0:
-            raise ConfigError("MF needs a whole rank >= 1, l2 > 0 and init_scale >= 0")
-        if not 0 <= p.test_fraction < 1:
-            raise ConfigError(f"MF test_fraction must be in [0, 1), got {p.test_fraction:g}")
+        check.whole("rank", p.rank, ge=1)
+        check.positive("l2", p.l2)
+        check.non_negative("init_scale", p.init_scale)
+        check.number("test_fraction", p.test_fraction, ge=0, lt=1)
         self.data = data
         self.p = p
         test = np.random.default_rng(SPLIT_SEED).random(len(data)) < p.test_fraction

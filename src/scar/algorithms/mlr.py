@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import validation as check
 from ..datasets import Classification
-from ..errors import ConfigError
 from .base import Algorithm, Tables
 
 OPTIMIZERS = ("gd", "sgd")
@@ -48,12 +48,11 @@ class MLR(Algorithm):
     TABLE = "weights"
 
     def __init__(self, data: Classification, params: MLRParams) -> None:
-        if params.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"unknown optimizer {params.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}"
-            )
-        if params.lr <= 0 or params.l2 < 0 or params.batch_size < 1:
-            raise ConfigError("MLR needs lr > 0, l2 >= 0 and batch_size >= 1")
+        check.one_of("optimizer", params.optimizer, OPTIMIZERS)
+        check.positive("lr", params.lr)
+        check.non_negative("l2", params.l2)
+        check.whole("batch_size", params.batch_size, ge=1)
+        check.non_negative("lr_decay", params.lr_decay)
         self.data = data
         self.p = params
         self.deterministic = params.optimizer == "gd"
