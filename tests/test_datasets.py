@@ -205,13 +205,23 @@ def test_datasets_list(tmp_path):
 @pytest.mark.parametrize(
     "args,env,needle",
     [
-        (["--model", "lda", "--dataset", "covtype", "--optimizer", "gibbs"], {}, "cannot be used"),
-        (["--model", "mf", "--dataset", "reuters", "--optimizer", "als"], {}, "cannot be used"),
-        (["--model", "mf", "--dataset", "nope", "--optimizer", "als"], {}, "is unknown"),
+        (
+            ["--model", "lda", "--dataset", "covtype", "--optimizer", "gibbs"],
+            {},
+            "--dataset must be one of reuters, news-articles, 20newsgroups or rcv1 for model lda, "
+            "got 'covtype'",
+        ),
+        (
+            ["--model", "mf", "--dataset", "reuters", "--optimizer", "als"],
+            {},
+            "--dataset must be one of movielens-100k, movielens-small or jester for model mf, "
+            "got 'reuters'",
+        ),
+        (["--model", "mf", "--dataset", "nope", "--optimizer", "als"], {}, "model mf, got 'nope'"),
         (
             ["--model", "mf", "--dataset", "movielens-100k", "--optimizer", "gd"],
             {},
-            "optimizer 'gd'",
+            "--optimizer must be als for model mf, got 'gd'",
         ),
         (["--model", "mlr", "--dataset", "covtype"], "EMPTY", "covtype.data.gz"),
         (

@@ -212,7 +212,7 @@ def test_failure_draws_cover_the_middle_of_the_run():
 
 
 def test_fail_at_after_convergence_is_an_error():
-    with pytest.raises(ConfigError, match="fail-at"):
+    with pytest.raises(ConfigError, match="fail_at must be below the clean run's .*got 10000"):
         run_cell(cfg(fail_at=10_000, trials=1))
 
 

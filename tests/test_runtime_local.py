@@ -272,12 +272,12 @@ def test_the_config_refuses_kill_shards_without_a_kill_at():
     from scar.runtime import TrainConfig
 
     for extra in ({}, {"kill_every": 5}):
-        with pytest.raises(ConfigError, match="--kill-shards goes with --kill-at"):
+        with pytest.raises(ConfigError, match="kill_shards goes with kill_at"):
             TrainConfig(kill_shards=2, **extra).validate()
     assert TrainConfig(kill_at=3, iterations=10).validate().kill_shards == 1
     assert TrainConfig(kill_at=3, kill_shards=2, iterations=10).validate().kill_shards == 2
     assert TrainConfig().validate().kill_shards is None
-    with pytest.raises(ConfigError, match="--kill-shards must be"):
+    with pytest.raises(ConfigError, match="kill_shards must be a whole number in 1..4"):
         TrainConfig(kill_at=3, kill_shards=0, iterations=10).validate()
 
 

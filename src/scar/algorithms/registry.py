@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import datasets
+from .. import validation as check
 from ..errors import ConfigError
 from .base import Algorithm
 
@@ -78,20 +79,33 @@ DEFAULTS: dict[tuple[str, str], ModelDefaults] = {
 }
 
 
-def check_combination(model: str, dataset: str, optimizer: str) -> None:
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
-    if dataset not in MODEL_DATASETS[model]:
-        known = dataset in datasets.DATASETS
-        what = "cannot be used with" if known else "is unknown for"
-        raise ConfigError(
-            f"dataset {dataset!r} {what} model {model}; allowed: {', '.join(MODEL_DATASETS[model])}"
-        )
-    if optimizer not in MODEL_OPTIMIZERS[model]:
-        raise ConfigError(
-            f"optimizer {optimizer!r} is not available for model {model}; "
-            f"allowed: {', '.join(MODEL_OPTIMIZERS[model])}"
-        )
+def check_combination(model: str, dataset: str, optimizer: str, flags: bool = False) -> None:
+    """Raise :class:`ConfigError` unless the model exists and runs on this data set and
+    optimiser; the settings named as keywords, or as command-line flags with ``flags``."""
+    name = check.namer(flags)
+    check.one_of(name("model"), model, MODELS)
+    check.one_of(name("dataset"), dataset, MODEL_DATASETS[model], note=f"for model {model}")
+    check.one_of(name("optimizer"), optimizer, MODEL_OPTIMIZERS[model], note=f"for model {model}")
+
+
+# the model settings a user may override on the command line that are whole numbers
+WHOLE_SETTINGS = ("batch_size", "rank", "topics")
+
+
+def check_overrides(hyper: dict[str, Any], flags: bool = False) -> None:
+    """Check the model settings a user overrides (None: not given) before a model is built:
+    l2 >= 0, the whole ones >= 1, every other > 0. Each model's constructor checks its own
+    limits too (LDA: topics >= 2)."""
+    name = check.namer(flags)
+    for key, value in hyper.items():
+        if value is None:
+            continue
+        if key == "l2":
+            check.non_negative(name(key), value)
+        elif key in WHOLE_SETTINGS:
+            check.whole(name(key), value, ge=1)
+        else:
+            check.positive(name(key), value)
 
 
 def defaults(model: str, optimizer: str) -> ModelDefaults:

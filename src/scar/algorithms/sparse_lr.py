@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from .. import validation as check
 from .base import Algorithm, Tables
 
 
@@ -38,11 +38,13 @@ class CriteoSynthConfig:
     base_logit: float = -1.5
     seed: int = 0
 
-    def validate(self) -> None:
-        if self.examples < 1 or self.fields < 1 or self.vocab < 1:
-            raise ConfigError("criteo-synth needs examples, fields and vocab >= 1")
-        if not 4 <= self.hash_bits <= 30:
-            raise ConfigError(f"hash-bits must be in 4..30, got {self.hash_bits}")
+    def validate(self, flags: bool = False) -> None:
+        """Raise :class:`ConfigError` naming the first invalid size: as the keyword, or as the
+        command-line flag with ``flags``."""
+        name = check.namer(flags)
+        for size in ("examples", "fields", "vocab"):
+            check.whole(name(size), getattr(self, size), ge=1)
+        check.whole(name("hash_bits"), self.hash_bits, ge=4, le=30)
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,9 @@ class SparseLR(Algorithm):
     TABLE = "weights"
 
     def __init__(self, data: HashedData, params: SparseLRParams) -> None:
-        if params.lr <= 0 or params.l2 < 0 or params.batch_size < 1:
-            raise ConfigError("sparse-lr needs lr > 0, l2 >= 0 and batch_size >= 1")
+        check.positive("lr", params.lr)
+        check.non_negative("l2", params.l2)
+        check.whole("batch_size", params.batch_size, ge=1)
         self.data, self.p = data, params
 
     @property

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from .. import datasets as D
-from ..errors import ConfigError
+from .. import validation as check
 from .common import console
 
 
@@ -70,8 +70,7 @@ def list_(data_dir: str | None, as_json: bool) -> None:
 @click.argument("name")
 def show(name: str) -> None:
     """Load one dataset and print what it holds (checks that it is readable)."""
-    if name not in D.DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(D.DATASETS))}")
+    check.one_of("NAME", name, sorted(D.DATASETS))
     data = D.load(name)
     if isinstance(data, D.Classification):
         what = (

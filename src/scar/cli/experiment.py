@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ..algorithms.registry import MODEL_DATASETS, MODEL_OPTIMIZERS
+from ..algorithms.registry import MODEL_DATASETS, MODEL_OPTIMIZERS, check_overrides
 from ..errors import ConfigError, StoreError
 from ..experiments.cell import run_cell
 from ..experiments.config import ExperimentConfig
@@ -25,14 +25,16 @@ from ..store import DurableStore
 from ..store.backends import backend_for
 from ..store.urls import join_url, trial_url
 from .common import check_output, console, with_progress
-from .options import model_overrides
+from .options import DEFAULT_FRACTION_TEXT, model_overrides
+
+DEFAULT = ExperimentConfig()  # every flag's default is the config's
 
 
 @click.command()
-@click.option("--model", default="mlr", show_default=True, help="Model: mlr, mf or lda.")
+@click.option("--model", default=DEFAULT.model, show_default=True, help="Model: mlr, mf or lda.")
 @click.option(
     "--dataset",
-    default="digits",
+    default=DEFAULT.dataset,
     show_default=True,
     help="Dataset of the model (see `scar datasets list`): "
     + "; ".join(f"{m}: {', '.join(d)}" for m, d in MODEL_DATASETS.items())
@@ -43,14 +45,20 @@ from .options import model_overrides
     default=None,
     help="mlr: gd (full batch) or sgd; mf: als; lda: gibbs [default: the model's first].",
 )
-@click.option("--shards", type=int, default=8, show_default=True, help="Parameter-server shards S.")
+@click.option(
+    "--shards",
+    type=int,
+    default=DEFAULT.shards,
+    show_default=True,
+    help="Parameter-server shards S.",
+)
 @click.option("--lost-shards", type=int, default=None, help="Shards lost per failure (1..S).")
 @click.option(
     "--lost-fraction", type=float, default=None, help="Fraction of shards lost, in (0, 1]."
 )
 @click.option(
     "--checkpoint",
-    default="priority",
+    default=DEFAULT.checkpoint,
     show_default=True,
     help="Checkpoint policy: full, priority, round-robin, random.",
 )
@@ -64,10 +72,11 @@ from .options import model_overrides
     "--fraction",
     type=float,
     default=None,
-    help="Fraction r of rows per partial checkpoint, in (0, 1] [default: 1/8].",
+    help="Fraction r of rows per partial checkpoint, in (0, 1] "
+    f"[default: {DEFAULT_FRACTION_TEXT}].",
 )
 @click.option(
-    "--recovery", default="partial", show_default=True, help="full (rollback) or partial."
+    "--recovery", default=DEFAULT.recovery, show_default=True, help="full (rollback) or partial."
 )
 @click.option(
     "--fail-at",
@@ -76,9 +85,13 @@ from .options import model_overrides
     help="Failure after this iteration [default: per trial, uniform in 0.2..0.8 T_clean].",
 )
 @click.option(
-    "--trials", type=int, default=10, show_default=True, help="Trials (seeds seed..seed+N-1)."
+    "--trials",
+    type=int,
+    default=DEFAULT.trials,
+    show_default=True,
+    help="Trials (seeds seed..seed+N-1).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Base seed.")
+@click.option("--seed", type=int, default=DEFAULT.seed, show_default=True, help="Base seed.")
 @click.option(
     "--epsilon",
     type=float,
@@ -89,7 +102,7 @@ from .options import model_overrides
 @click.option(
     "--max-factor",
     type=float,
-    default=3.0,
+    default=DEFAULT.max_factor,
     show_default=True,
     help="Cap on a failed run, in multiples of T_clean (capped trials are censored).",
 )
@@ -113,17 +126,15 @@ def experiment(
 ) -> None:
     """Run one experiment cell: N trials of failure + recovery, measuring rework."""
     hyper = {"lr": lr, "l2": l2, "batch_size": batch_size}
-    for name, v in hyper.items():
-        if v is not None and not (v > 0 or (name == "l2" and v == 0)):
-            raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {v:g}")
+    check_overrides(hyper, flags=True)
     if kw["optimizer"] is None:
         kw["optimizer"] = MODEL_OPTIMIZERS.get(kw["model"], ("gd",))[0]
     cfg = ExperimentConfig(**kw, hyper={k: v for k, v in hyper.items() if v is not None})
-    cfg.validate()
+    cfg.validate(flags=True)
     path = check_output(output)
     with trial_stores(store) as stores:
         doc = with_progress(
-            lambda progress: run_cell(cfg, store_factory=stores, progress=progress),
+            lambda progress: run_cell(cfg, store_factory=stores, progress=progress, flags=True),
             cfg.trials,
             quiet,
         )

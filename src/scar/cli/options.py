@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 import click
+
+from ..validation import DEFAULT_FRACTION, DEFAULT_SHARDING
+
+# the default fraction r as the help texts show it: 1/8
+DEFAULT_FRACTION_TEXT = str(Fraction(DEFAULT_FRACTION).limit_denominator(1000))
 
 
 def model_overrides(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -14,7 +20,10 @@ def model_overrides(function: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
             click.option(
-                "--sharding", default="range", show_default=True, help="Row layout: range or hash."
+                "--sharding",
+                default=DEFAULT_SHARDING,
+                show_default=True,
+                help="Row layout: range or hash.",
             ),
             click.option("--lr", type=float, default=None, help="Override the model's step size."),
             click.option(

@@ -10,10 +10,11 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .. import validation as check
 from ..algorithms import registry
 from ..errors import ConfigError
 from ..experiments.report import write_report
-from ..experiments.suite import cost_weights, is_done, plan, run_suite
+from ..experiments.suite import TRIALS, cost_weights, is_done, plan, run_suite
 from .common import console
 
 
@@ -21,12 +22,8 @@ def _models(value: str | None) -> list[str]:
     if value is None:
         return list(registry.MODELS)
     names = [m.strip() for m in value.split(",") if m.strip()]
-    bad = [m for m in names if m not in registry.MODELS]
-    if bad or not names:
-        raise ConfigError(
-            f"unknown model(s) {bad or value!r} in --models; allowed: "
-            f"{', '.join(registry.MODELS)} (comma-separated)"
-        )
+    if not names or any(m not in registry.MODELS for m in names):
+        check.fail("--models", f"comma-separated models among {', '.join(registry.MODELS)}", value)
     return names
 
 
@@ -39,13 +36,11 @@ def _datasets(value: str | None, names: list[str]) -> dict[str, tuple[str, ...]]
         model, sep, data = part.partition("=")
         model = model.strip()
         if not sep or model not in names or not data.strip():
-            raise ConfigError(
-                f"--datasets expects MODEL=DATA[+DATA...] for models in --models "
-                f"({', '.join(names)}), got {part!r}"
-            )
+            allowed = f"MODEL=DATA[+DATA...] for models in --models ({', '.join(names)})"
+            check.fail("--datasets", allowed, part)
         sets = tuple(d.strip() for d in data.split("+"))
         for d in sets:
-            registry.check_combination(model, d, registry.MODEL_OPTIMIZERS[model][0])
+            check.one_of("--datasets", d, registry.MODEL_DATASETS[model], note=f"for model {model}")
         out[model] = sets
     return out
 
@@ -68,7 +63,8 @@ def _out_dir(path: str) -> Path:
 @click.option(
     "--quick",
     is_flag=True,
-    help="5 trials per cell, digits instead of MNIST, shorter sweeps (under 10 minutes).",
+    help=f"{TRIALS['quick']} trials per cell, digits instead of MNIST, shorter sweeps "
+    "(under 10 minutes).",
 )
 @click.option("--models", "model_list", default=None, help="Comma-separated models [default: all].")
 @click.option(
@@ -79,7 +75,10 @@ def _out_dir(path: str) -> Path:
 )
 @click.option("--jobs", type=int, default=2, show_default=True, help="Worker processes.")
 @click.option(
-    "--trials", type=int, default=None, help="Trials per cell [default: 10, or 5 with --quick]."
+    "--trials",
+    type=int,
+    default=None,
+    help=f"Trials per cell [default: {TRIALS['full']}, or {TRIALS['quick']} with --quick].",
 )
 @click.option(
     "--datasets",
@@ -104,10 +103,8 @@ def reproduce(
     Cells already in OUT/results with the same settings are not run again: an interrupted
     run resumes where it stopped.
     """
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    if trials is not None and trials < 2:
-        raise ConfigError(f"--trials must be >= 2 (a spread needs two), got {trials}")
+    check.whole("--jobs", jobs, ge=1)
+    check.optional(check.whole, "--trials", trials, ge=2, note="(a spread needs two)")
     names = _models(model_list)
     datasets = _datasets(dataset_list, names)
     out_dir = _out_dir(out)

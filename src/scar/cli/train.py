@@ -6,18 +6,26 @@ from typing import Any
 
 import click
 
+from .. import validation as check
 from ..algorithms.sparse_lr import CriteoSynthConfig
 from ..errors import ConfigError
 from ..jsonio import write_json
 from ..runtime import train as run_training
 from ..runtime.config import TRAIN_MODELS, TrainConfig
 from .common import check_output, with_progress
-from .options import model_overrides
+from .options import DEFAULT_FRACTION_TEXT, model_overrides
+
+DEFAULT = TrainConfig()  # every flag's default is the config's
+SYNTH = CriteoSynthConfig()  # the criteo-synth sizes' defaults
 
 
 @click.command()
-@click.option("--runtime", default="local", show_default=True, help="local (in-process) or ray.")
-@click.option("--model", default="mlr", show_default=True, help="mlr, mf, lda or sparse-lr.")
+@click.option(
+    "--runtime", default=DEFAULT.runtime, show_default=True, help="local (in-process) or ray."
+)
+@click.option(
+    "--model", default=DEFAULT.model, show_default=True, help="mlr, mf, lda or sparse-lr."
+)
 @click.option(
     "--dataset",
     default=None,
@@ -29,59 +37,81 @@ from .options import model_overrides
     default=None,
     help="mlr: gd or sgd [default: gd]; mf: als; lda: gibbs; sparse-lr: sgd.",
 )
-@click.option("--shards", type=int, default=4, show_default=True, help="Server shards S.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Workers W.")
+@click.option(
+    "--shards", type=int, default=DEFAULT.shards, show_default=True, help="Server shards S."
+)
+@click.option("--workers", type=int, default=DEFAULT.workers, show_default=True, help="Workers W.")
 @click.option(
     "--checkpoint",
-    default="priority",
+    default=DEFAULT.checkpoint,
     show_default=True,
     help="full, priority, round-robin, random.",
 )
 @click.option(
-    "--fraction", type=float, default=None, help="Fraction r per partial checkpoint [1/8]."
+    "--fraction",
+    type=float,
+    default=None,
+    help=f"Fraction r per partial checkpoint [{DEFAULT_FRACTION_TEXT}].",
 )
-@click.option("--period", type=int, default=10, show_default=True, help="Checkpoint period C.")
-@click.option("--recovery", default="partial", show_default=True, help="full or partial.")
+@click.option(
+    "--period", type=int, default=DEFAULT.period, show_default=True, help="Checkpoint period C."
+)
+@click.option("--recovery", default=DEFAULT.recovery, show_default=True, help="full or partial.")
 @click.option(
     "--store",
     default=None,
     help="Checkpoint store URL; shard k writes URL/shard-<k> [default: a temporary directory].",
 )
-@click.option("--iterations", type=int, default=100, show_default=True, help="Iterations N.")
+@click.option(
+    "--iterations", type=int, default=DEFAULT.iterations, show_default=True, help="Iterations N."
+)
 @click.option(
     "--kill-at", type=int, default=None, help="Kill --kill-shards shards after this iteration."
 )
 @click.option("--kill-shards", type=int, default=None, help="Shards killed at --kill-at [1].")
 @click.option("--kill-every", type=int, default=None, help="Kill one shard every N iterations.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed (data, kills, policy).")
+@click.option(
+    "--seed", type=int, default=DEFAULT.seed, show_default=True, help="Seed (data, kills, policy)."
+)
 @click.option(
     "--async/--no-async",
     "async_writes",
-    default=True,
+    default=DEFAULT.async_writes,
     show_default=True,
     help="Write checkpoints in the background.",
 )
 @click.option(
     "--save-priority",
-    default="idle",
+    default=DEFAULT.save_priority,
     show_default=True,
     help="CPU priority of the shards' background checkpoint work: idle (runs on cores the "
     "training leaves idle; Linux) or normal.",
 )
-@click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync checkpoint files.")
+@click.option(
+    "--fsync/--no-fsync", default=DEFAULT.fsync, show_default=True, help="fsync checkpoint files."
+)
 @click.option(
     "--timeout",
     type=float,
-    default=60.0,
+    default=DEFAULT.timeout,
     show_default=True,
     help="Seconds without an answer before a node counts as dead.",
 )
 @model_overrides
 @click.option("--rank", type=int, default=None, help="mf: override the factor rank.")
 @click.option("--topics", type=int, default=None, help="lda: override the number of topics.")
-@click.option("--examples", type=int, default=None, help="criteo-synth: examples [100000].")
-@click.option("--hash-bits", type=int, default=None, help="criteo-synth: log2 of the buckets [18].")
-@click.option("--fields", type=int, default=None, help="criteo-synth: categorical fields [26].")
+@click.option(
+    "--examples", type=int, default=None, help=f"criteo-synth: examples [{SYNTH.examples}]."
+)
+@click.option(
+    "--hash-bits",
+    type=int,
+    default=None,
+    help=f"criteo-synth: log2 of the buckets [{SYNTH.hash_bits}].",
+)
+@click.option(
+    "--fields", type=int, default=None, help=f"criteo-synth: categorical fields [{SYNTH.fields}]."
+)
 @click.option("--output", "-o", required=True, help="Result file (JSON).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(
@@ -103,15 +133,15 @@ def train(
     synth = {k: v for k, v in synth.items() if v is not None}
     if synth and kw["model"] != "sparse-lr":
         raise ConfigError(
-            f"--{next(iter(synth)).replace('_', '-')} is a criteo-synth size: use it with --model sparse-lr"
+            f"{check.flag(next(iter(synth)))} is a criteo-synth size: use it with --model sparse-lr"
         )
     if dataset is None:
         dataset = TRAIN_MODELS.get(kw["model"], ("digits",))[0]
     given = {"lr": lr, "l2": l2, "batch_size": batch_size, "rank": rank, "topics": topics}
     hyper = {k: v for k, v in given.items() if v is not None}
-    cfg = TrainConfig(**kw, dataset=dataset, hyper=hyper, synth=synth).validate()
+    cfg = TrainConfig(**kw, dataset=dataset, hyper=hyper, synth=synth).validate(flags=True)
     if cfg.model == "sparse-lr":
-        CriteoSynthConfig(**synth).validate()
+        CriteoSynthConfig(**synth).validate(flags=True)
     path = check_output(output)
     doc = with_progress(lambda progress: run_training(cfg, progress), cfg.iterations, quiet)
     write_json(path, doc)

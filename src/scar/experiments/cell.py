@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from .. import theory
+from .. import validation as check
 from ..algorithms import registry as models
 from ..algorithms.base import Algorithm
 from ..checkpoint import Checkpointer
-from ..errors import ConfigError
 from ..policies import make_policy
 from ..state import State
 from ..store.base import CheckpointStore
@@ -131,11 +131,12 @@ def run_cell(
     store_factory: Callable[[int], CheckpointStore] | None = None,
     progress: Callable[[int, int], None] | None = None,
     replay: bool = True,
+    flags: bool = False,
 ) -> dict[str, Any]:
     """Run one experiment cell; returns the result document (schema: docs/cli.md).
     ``replay=False`` recomputes every iteration of every trial (the results are identical:
-    see :class:`Trajectory`)."""
-    cfg.validate()
+    see :class:`Trajectory`). ``flags``: errors name the settings as command-line flags."""
+    cfg.validate(flags)
     d = models.defaults(cfg.model, cfg.optimizer)
     epsilon = d.epsilon if cfg.epsilon is None else cfg.epsilon
     algo, clean = prepare(
@@ -148,9 +149,10 @@ def run_cell(
         d.smooth,
     )
     if cfg.fail_at is not None and cfg.fail_at >= clean.iterations:
-        raise ConfigError(
-            f"fail-at must be below the clean run's {clean.iterations} iterations to the target, "
-            f"got {cfg.fail_at}"
+        check.fail(
+            check.namer(flags)("fail_at"),
+            f"below the clean run's {clean.iterations} iterations to the target",
+            cfg.fail_at,
         )
     period = cfg.period if cfg.period is not None else max(2, round(clean.iterations / 10))
     cap = math.ceil(cfg.max_factor * clean.iterations)

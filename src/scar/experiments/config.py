@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from .. import validation as check
 from ..algorithms import registry as models
 from ..errors import ConfigError
 from ..policies import POLICIES
 from ..recovery import RECOVERY_MODES
 from ..state import SHARDING_SCHEMES
-
-DEFAULT_FRACTION = 1 / 8
+from ..validation import DEFAULT_FRACTION, DEFAULT_POLICY, DEFAULT_RECOVERY, DEFAULT_SHARDING
 
 
 @dataclass
@@ -25,61 +22,50 @@ class ExperimentConfig:
     shards: int = 8
     lost_shards: int | None = None
     lost_fraction: float | None = None
-    checkpoint: str = "priority"
+    checkpoint: str = DEFAULT_POLICY
     period: int | None = None  # None: max(2, round(T_clean / 10))
-    fraction: float | None = None  # partial policies; None: 1/8
-    recovery: str = "partial"
+    fraction: float | None = None  # partial policies; None: DEFAULT_FRACTION
+    recovery: str = DEFAULT_RECOVERY
     fail_at: int | None = None  # None: uniform in [0.2, 0.8] * T_clean, per trial
     trials: int = 10
     seed: int = 0
     epsilon: float | None = None  # None: the model's default
     max_factor: float = 3.0
-    sharding: str = "range"
+    sharding: str = DEFAULT_SHARDING
     hyper: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> ExperimentConfig:
-        """Raise :class:`ConfigError` naming the first invalid setting."""
-        models.check_combination(self.model, self.dataset, self.optimizer)
-        _whole(self.shards, "shards", 1)
+    def validate(self, flags: bool = False) -> ExperimentConfig:
+        """Raise :class:`ConfigError` naming the first invalid setting: as its keyword
+        (``lost_shards``), or as the command-line flag (``--lost-shards``) with ``flags``."""
+        name = check.namer(flags)
+        models.check_combination(self.model, self.dataset, self.optimizer, flags)
+        check.whole(name("shards"), self.shards, ge=1)
         if (self.lost_shards is None) == (self.lost_fraction is None):
-            raise ConfigError("give exactly one of lost-shards K or lost-fraction P")
+            raise ConfigError(
+                f"give exactly one of {name('lost_shards')} K or {name('lost_fraction')} P"
+            )
         if self.lost_shards is not None:
-            _whole(self.lost_shards, "lost-shards", 1)
-            if self.lost_shards > self.shards:
-                raise ConfigError(
-                    f"lost-shards must be between 1 and shards ({self.shards}), got {self.lost_shards}"
-                )
+            shards = f"({name('shards')})"
+            check.whole(name("lost_shards"), self.lost_shards, ge=1, le=self.shards, note=shards)
         else:
-            _fraction(self.lost_fraction, "lost-fraction")
+            check.fraction(name("lost_fraction"), self.lost_fraction)
             if round(self.lost_fraction * self.shards) < 1:
-                raise ConfigError(
-                    f"lost-fraction {self.lost_fraction:g} of {self.shards} shards loses no shard; "
-                    f"use at least {1 / self.shards:g}"
+                check.fail(
+                    name("lost_fraction"),
+                    f"in ({0.5 / self.shards:g}, 1]",
+                    self.lost_fraction,
+                    note=f"to lose one of {self.shards} shards",
                 )
-        if self.checkpoint not in POLICIES:
-            raise ConfigError(
-                f"unknown checkpoint policy {self.checkpoint!r}; allowed: {', '.join(POLICIES)}"
-            )
-        if self.period is not None:
-            _whole(self.period, "period", 1)
-        if self.fraction is not None:
-            _fraction(self.fraction, "fraction")
-        if self.recovery not in RECOVERY_MODES:
-            raise ConfigError(
-                f"unknown recovery {self.recovery!r}; allowed: {', '.join(RECOVERY_MODES)}"
-            )
-        if self.fail_at is not None:
-            _whole(self.fail_at, "fail-at", 1)
-        _whole(self.trials, "trials", 1)
-        _whole(self.seed, "seed", 0)
-        if self.epsilon is not None and not 0 < self.epsilon < 1:
-            raise ConfigError(f"epsilon must be in (0, 1), got {self.epsilon:g}")
-        if not self.max_factor > 1:
-            raise ConfigError(f"max-factor must be > 1, got {self.max_factor:g}")
-        if self.sharding not in SHARDING_SCHEMES:
-            raise ConfigError(
-                f"unknown sharding {self.sharding!r}; allowed: {', '.join(SHARDING_SCHEMES)}"
-            )
+        check.one_of(name("checkpoint"), self.checkpoint, POLICIES)
+        check.optional(check.whole, name("period"), self.period, ge=1)
+        check.optional(check.fraction, name("fraction"), self.fraction)
+        check.one_of(name("recovery"), self.recovery, RECOVERY_MODES)
+        check.optional(check.whole, name("fail_at"), self.fail_at, ge=1)
+        check.whole(name("trials"), self.trials, ge=1)
+        check.whole(name("seed"), self.seed, ge=0)
+        check.optional(check.number, name("epsilon"), self.epsilon, gt=0, lt=1)
+        check.number(name("max_factor"), self.max_factor, gt=1)
+        check.one_of(name("sharding"), self.sharding, SHARDING_SCHEMES)
         return self
 
     @property
@@ -93,13 +79,3 @@ class ExperimentConfig:
         if self.checkpoint == "full":
             return None
         return DEFAULT_FRACTION if self.fraction is None else self.fraction
-
-
-def _whole(value: Any, name: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
-
-
-def _fraction(value: Any, name: str) -> None:
-    if not isinstance(value, float | int) or math.isnan(value) or not 0 < value <= 1:
-        raise ConfigError(f"{name} must be in (0, 1], got {value!r}")

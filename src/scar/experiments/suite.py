@@ -25,9 +25,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from .. import validation as check
 from ..algorithms import registry as models
-from ..errors import ConfigError
 from ..jsonio import write_json
+from ..validation import DEFAULT_FRACTION
 from .cell import run_cell
 from .clean import prepare
 from .config import ExperimentConfig
@@ -35,7 +36,8 @@ from .config import ExperimentConfig
 LOST_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1.0)
 FRACTIONS = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
 HEADLINE_LOST = 1 / 4
-SCAR_FRACTION = 1 / 8
+SCAR_FRACTION = DEFAULT_FRACTION  # SCAR in the headline: its default fraction r
+TRIALS = {"full": 10, "quick": 5}  # trials per cell, unless the user gives a number
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,10 @@ def plan(
 ) -> list[Task]:
     """Every task of the suite for these models, in the order they should run. ``datasets``
     overrides a model's data sets (the first is then the primary one)."""
-    trials = trials if trials is not None else (5 if quick else 10)
+    trials = trials if trials is not None else TRIALS["quick" if quick else "full"]
     tasks: list[Task] = []
     for model in model_names:
-        if model not in models.MODELS:
-            raise ConfigError(f"unknown model {model!r}; allowed: {', '.join(models.MODELS)}")
+        check.one_of("model", model, models.MODELS)
         names = (datasets or {}).get(model)
         if not names:
             names = suite_datasets(model, quick)

@@ -32,9 +32,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .. import validation as check
 from ..algorithms.lda_gibbs import LDA, gibbs_sweep, joint_loglik, sweep_key
 from ..algorithms.mf_als import MF, solve_rows
-from ..errors import ConfigError
 from .split import AddRule, Split, Update, WorkerPart
 
 
@@ -72,8 +72,7 @@ class MFSplit(Split):
     def parts(self, n_workers):
         a = self.algorithm
         nu, ni = a.data.n_users, a.data.n_items
-        if n_workers > min(nu, ni):
-            raise ConfigError(f"workers ({n_workers}) exceed the users or items ({min(nu, ni)})")
+        check.whole("workers", n_workers, le=min(nu, ni), note="(the users or items)")
         u, i = _cuts(nu, n_workers), _cuts(ni, n_workers)
         return [
             MFPart(
@@ -146,8 +145,7 @@ class LDASplit(Split):
         """(token boundaries, document boundaries) of the workers' ranges."""
         a = self.algorithm
         D = a.corpus.n_docs
-        if n_workers > D:
-            raise ConfigError(f"workers ({n_workers}) exceed the documents ({D})")
+        check.whole("workers", n_workers, le=D, note="(the documents)")
         starts = np.searchsorted(a.docs, np.arange(D + 1))  # first token of every document
         want = _cuts(len(a.words), n_workers)
         dcut = np.searchsorted(starts, want)  # first document starting at or after each cut

@@ -28,20 +28,28 @@ from ..store import open_store
 from ..store.index import load_kernels
 from ..store.urls import shard_url
 from ..store.writer import OrderedWorker
+from ..validation import (
+    DEFAULT_FRACTION,
+    DEFAULT_KEEP_LAST,
+    DEFAULT_PERIOD,
+    DEFAULT_POLICY,
+    DEFAULT_SAVE_PRIORITY,
+)
 from .split import Layout, ServerRule, Update, WorkerPart, combine
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    policy: str = "priority"
-    period: int = 10
-    fraction: float | None = 0.125
+    policy: str = DEFAULT_POLICY
+    period: int = DEFAULT_PERIOD
+    fraction: float | None = DEFAULT_FRACTION
     seed: int = 0
     store: str = "scar-store"
     async_writes: bool = False
     fsync: bool = True
-    keep_last: int = 3
-    background_priority: str = "idle"  # of the save and store-writer threads (async writes)
+    keep_last: int = DEFAULT_KEEP_LAST
+    # of the save and store-writer threads (async writes)
+    background_priority: str = DEFAULT_SAVE_PRIORITY
 
 
 IN_FLIGHT = 2  # async writes: saves a shard lets the store write before waiting for them

@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
+from .. import validation as check
 from ..algorithms.base import Algorithm
-from ..errors import ConfigError
 from .mf_lda import LDASplit, MFSplit
 from .split import MLRSplit, SparseLRSplit, Split
 
@@ -19,6 +19,5 @@ SPLITS: dict[str, type[Split]] = {
 
 def split_of(model: str, algorithm: Algorithm) -> Split:
     """The split of ``algorithm``, an instance of ``model``."""
-    if model not in SPLITS:
-        raise ConfigError(f"model {model!r} has no distributed split; allowed: {', '.join(SPLITS)}")
+    check.one_of("model", model, SPLITS, note="(a model with a distributed split)")
     return SPLITS[model](algorithm)

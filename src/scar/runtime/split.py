@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from .. import validation as check
 from ..algorithms.base import Algorithm, Tables
 from ..algorithms.mlr import cross_entropy_gradient
 from ..algorithms.sparse_lr import SparseLR, logloss_gradient, sgd_apply
-from ..errors import ConfigError
 from ..state import Sharding
+from ..validation import DEFAULT_SHARDING
 
 OPS = ("add", "set")
 
@@ -51,7 +52,7 @@ class Layout:
         self,
         shapes: Mapping[str, tuple[int, int]],
         n_shards: int,
-        scheme: str = "range",
+        scheme: str = DEFAULT_SHARDING,
         dtypes: Mapping[str, Any] | None = None,
     ):
         self.shapes = dict(shapes)
@@ -210,8 +211,7 @@ class Split(ABC):
         raise NotImplementedError
 
     def _ranges(self, n_workers: int) -> list[tuple[int, int]]:
-        if n_workers > self.n_examples:
-            raise ConfigError(f"workers ({n_workers}) exceed the examples ({self.n_examples})")
+        check.whole("workers", n_workers, le=self.n_examples, note="(the examples)")
         b = np.linspace(0, self.n_examples, n_workers + 1).round().astype(np.int64)
         return [(int(b[i]), int(b[i + 1])) for i in range(n_workers)]
 
