@@ -126,7 +126,7 @@ def main() -> None:
             got = reader.read_rows(k, shard)
             assert np.array_equal(got, sd[k].numpy()[shard])
         t_shard = time.perf_counter() - t
-        stored = sum(seg.nbytes for seg in reader._view.segments)
+        stored = sum(seg.nbytes for seg in reader.view.segments)
         fraction = sum(counted) / stored
     finally:
         shutil.rmtree(work, ignore_errors=True)
