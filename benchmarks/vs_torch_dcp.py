@@ -2,9 +2,8 @@
 
     .venv/bin/python benchmarks/vs_torch_dcp.py [--size-mb 512] [--rounds 5] [--cold]
 
-Needs ``pip install -r requirements-bench.txt`` (torch, CPU build). DCP runs in one process
-without a process group: ``dcp.save(sd, storage_writer=FileSystemWriter(dir))`` (fsyncs its
-files, writes ``.metadata`` last) and ``dcp.load`` into preallocated tensors. The store saves
+DCP runs in one process without a process group:
+``dcp.save(sd, storage_writer=FileSystemWriter(dir))`` (fsyncs its files, writes ``.metadata`` last) and ``dcp.load`` into preallocated tensors. The store saves
 the same tensors (rows = first dimension) as one synchronous, durable full checkpoint and loads
 them into the same preallocated arrays (``read_rows(..., out=...)``). Both alternate (which one
 saves first alternates too), each round in fresh directories. Durability: DCP fsyncs its files

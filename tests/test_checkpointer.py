@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scar.checkpoint import Checkpointer
-from scar.errors import StoreError
+from scar.errors import ConfigError, StoreError
 from scar.policies import make_policy
 from scar.state import State
 from scar.store import MemoryStore, open_store
@@ -283,3 +283,41 @@ def test_a_new_process_resumes_from_a_durable_store(tmp_path):
         np.testing.assert_array_equal(reader.read_rows("V", [6]), state["V"][[6]])
     finally:
         reader.close()
+
+
+def test_a_follower_is_saved_with_its_leaders_rows_and_chosen_by_the_leaders_change():
+    """``follows``: the follower's own change plays no part (here it never changes), its rows
+    are saved exactly when its leader's are, and only leaders keep a last-saved copy."""
+    rng = np.random.default_rng(3)
+    state = State(
+        {
+            "w": rng.standard_normal((16, 2)).astype(np.float32),
+            "m": np.zeros((16, 2), np.float32),
+        },
+        n_shards=2,
+    )
+    store = MemoryStore()
+    ckpt = Checkpointer(state, make_policy("priority", 4, 1 / 4), store, follows={"m": "w"})
+    assert ckpt.leaders == ["w"]
+    ckpt.step(0)
+    for it in range(1, 9):
+        state["w"][it] += 10.0 * it  # row it changes most at iteration it
+        state["m"][15] += 1.0  # the follower's own change: ignored
+        ckpt.step(it)
+    np.testing.assert_array_equal(store.saved_iteration("m"), store.saved_iteration("w"))
+    assert store.saved_iteration("w")[8] == 8 and store.saved_iteration("m")[15] == 0
+
+
+@pytest.mark.parametrize(
+    "follows, message",
+    [
+        ({"m": "nope"}, "tables of the state"),
+        ({"m": "w", "w": "m"}, "a leader that follows no table"),
+        ({"m": "m"}, "a leader that follows no table"),
+        ({"short": "w"}, "as many rows as its leader"),
+    ],
+)
+def test_bad_follows_are_refused(follows, message):
+    state = State({"w": np.zeros((4, 1)), "m": np.zeros((4, 1)), "short": np.zeros((2, 1))})
+    with pytest.raises(ConfigError, match=message):
+        Checkpointer(state, make_policy("priority", 4, 1 / 4), follows=follows)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
+from . import validation as check
 from .errors import StoreError
 from .policies import Policy
 from .recovery import Recovery, check_mode, check_shards, fail, lost_rows, recover, restore_rows
@@ -37,6 +38,12 @@ class Checkpointer:
 
     ``aux`` is an optional callable returning worker-side arrays (data cursors, topic
     assignments...) saved with every checkpoint and handed back by a full rollback.
+
+    ``follows`` maps a table to the table it follows: a follower (an optimizer's state of a
+    parameter, laid out row for row like it) is saved exactly when and where its leader is,
+    with the leader's row ids, so a restore always finds a row's parameter and optimizer state
+    from the same save. The policy chooses rows of the leaders only (a follower's own change
+    plays no part); only leaders keep a last-saved copy.
 
     Its lifecycle:
 
@@ -60,13 +67,18 @@ class Checkpointer:
         store: CheckpointStore | None = None,
         *,
         aux: AuxFn | None = None,
+        follows: Mapping[str, str] | None = None,
     ) -> None:
         self.state = state
         self.policy = policy
+        self.follows = _check_follows(state, follows or {})
+        self.leaders = [name for name in state if name not in self.follows]
         self.store = store if store is not None else MemoryStore()
         self.store.open(specs_of(state))
         self.aux = aux
-        self._saved = state.copy() if policy.needs_saved_copy else None
+        self._saved = (
+            {name: state[name].copy() for name in self.leaders} if policy.needs_saved_copy else None
+        )
         # True once the store is known to hold a saved value of every row (a base checkpoint);
         # until then the first step asks the store, and saves every row if it does not
         self._covered = False
@@ -103,7 +115,7 @@ class Checkpointer:
                 None if self._saved is None else self._saved[name],
                 iteration,
             )
-            for name in self.state
+            for name in self.leaders
         }
         return self._save(iteration, chosen)
 
@@ -116,10 +128,11 @@ class Checkpointer:
     def _save(self, iteration: int, chosen: Mapping[str, np.ndarray | None]) -> SaveResult:
         if self._closed:
             raise StoreError("the checkpointer is closed: nothing more can be saved")
+        chosen = {**chosen, **{f: chosen[lead] for f, lead in self.follows.items()}}
         rows = {}
-        for name, ids in chosen.items():
-            live = self.state[name]
-            if self._saved is None:
+        for name in self.state:  # the state's order: a save lists every table, leaders or not
+            ids, live = chosen[name], self.state[name]
+            if self._saved is None or name in self.follows:
                 values = live if ids is None else live[ids]
             elif ids is None:
                 values = live
@@ -171,8 +184,8 @@ class Checkpointer:
             raise StoreError("nothing to restore: the store holds no committed checkpoint")
         restore_rows(self.state, self.store, dict.fromkeys(self.state))
         if self._saved is not None:
-            for name, live in self.state.items():
-                np.copyto(self._saved[name], live)
+            for name, saved in self._saved.items():
+                np.copyto(saved, self.state[name])
         self._covered = True
         return latest.iteration
 
@@ -181,8 +194,8 @@ class Checkpointer:
         """Simulate the loss of shards: their live rows (and last-saved copies) are destroyed."""
         lost = fail(self.state, lost_shards)
         if self._saved is not None:
-            for name, rows in lost.items():
-                self._saved[name][rows] = np.nan
+            for name, saved in self._saved.items():
+                saved[lost[name]] = np.nan
         return lost
 
     def recover(self, lost_shards: Iterable[int], mode: str = DEFAULT_RECOVERY) -> Recovery:
@@ -196,7 +209,28 @@ class Checkpointer:
         if self._saved is not None:
             # The restored rows now equal their saved values.
             rows = lost_rows(self.state, shards) if mode == "partial" else dict.fromkeys(self.state)
-            for name, live in self.state.items():
+            for name, saved in self._saved.items():
                 ids = slice(None) if rows[name] is None else rows[name]
-                self._saved[name][ids] = live[ids]
+                saved[ids] = self.state[name][ids]
         return rec
+
+
+def _check_follows(state: State, follows: Mapping[str, str]) -> dict[str, str]:
+    """``follows`` checked: tables of the state, a follower's leader no follower itself, both
+    with the same rows (a follower's row ``i`` is the state of its leader's row ``i``)."""
+    out = {}
+    for follower, leader in follows.items():
+        for name in (follower, leader):
+            if name not in state:
+                check.fail("follows", f"tables of the state ({', '.join(state)})", name)
+        if leader in follows or leader == follower:
+            check.fail("follows", "a leader that follows no table", f"{follower} -> {leader}")
+        if state[follower].shape[0] != state[leader].shape[0]:
+            check.fail(
+                "follows",
+                "a follower with as many rows as its leader",
+                f"{follower} ({state[follower].shape[0]} rows) -> {leader} "
+                f"({state[leader].shape[0]} rows)",
+            )
+        out[follower] = leader
+    return out

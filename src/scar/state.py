@@ -96,7 +96,7 @@ class State(Mapping[str, np.ndarray]):
                 arr = arr.reshape(-1, 1)
             if arr.ndim != 2:
                 raise ConfigError(f"table {name!r} must be 1-D or 2-D, got shape {arr.shape}")
-            if not np.issubdtype(arr.dtype, np.floating):
+            if not (np.issubdtype(arr.dtype, np.floating) or arr.dtype.name == "bfloat16"):
                 raise ConfigError(f"table {name!r} must hold floats, got {arr.dtype}")
             self._tables[name] = np.ascontiguousarray(arr)
             self.shardings[name] = Sharding(arr.shape[0], n_shards, scheme)

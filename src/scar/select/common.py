@@ -58,8 +58,10 @@ def _as_float_array(name: str, a: np.ndarray, ndim: int) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if a.dtype.name in ("float16", "bfloat16"):  # scored in float32 (a copy)
+        return a.astype(np.float32)
     if a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8):
-        raise ValueError(f"{name} must be float32 or float64, got {a.dtype}")
+        raise ValueError(f"{name} must be float16, bfloat16, float32 or float64, got {a.dtype}")
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
     return a

@@ -104,7 +104,7 @@ def build_segment(
             index.append(ages.astype(f"<u{iter_bytes}"))
     vals = np.ascontiguousarray(values, dtype=table.stored_dtype)
     raw_index = [memoryview(a).cast("B") for a in index]
-    raw_values = memoryview(vals.reshape(-1)).cast("B") if vals.size else memoryview(b"")
+    raw_values = memoryview(vals.reshape(-1).view(np.uint8)) if vals.size else memoryview(b"")
     index_bufs, values_bufs, used = raw_index, [raw_values], "raw"
     if codec == "zstd" and vals.size and _worth_trying(vals):
         z = _zstd().ZstdCompressor(level=ZSTD_LEVEL)

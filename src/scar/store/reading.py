@@ -160,7 +160,7 @@ class Reader:
         if seg.codec != "raw" or sys.byteorder != "little":
             out[...] = self.values(seg)
             return
-        mv = memoryview(out.reshape(-1)).cast("B")
+        mv = memoryview(out.reshape(-1).view(np.uint8))  # any dtype (bfloat16 has no buffer format)
         try:
             n = self.backend.read_into(seg.path, seg.index_bytes, mv)
         except FileNotFoundError:
