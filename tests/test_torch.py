@@ -21,8 +21,8 @@ from store_backends import new_url  # noqa: E402
 from scar.errors import ConfigError, StoreError  # noqa: E402
 from scar.policies import make_policy  # noqa: E402
 from scar.store import open_store  # noqa: E402
+from scar.tensors.layout import TAIL  # noqa: E402
 from scar.torch import TorchCheckpointer  # noqa: E402
-from scar.torch.tables import TAIL  # noqa: E402
 
 N_EMB, DIM = 600, 8
 

@@ -44,6 +44,11 @@ class Algorithm(ABC):
         """Worker-side arrays a full rollback must rewind (none by default)."""
         return {}
 
+    def follows(self) -> dict[str, str]:
+        """Tables saved exactly when and where another table is (an optimizer's state follows
+        its parameter; see :class:`scar.checkpoint.Checkpointer`); none by default."""
+        return {}
+
     def set_aux_state(self, aux: Mapping[str, np.ndarray]) -> None:
         """Reinstate worker-side arrays saved by a checkpoint."""
 

@@ -46,13 +46,14 @@ from .. import validation as check
 from ..errors import ConfigError
 from .base import Algorithm
 
-MODELS = ("mlr", "mf", "lda")
+MODELS = ("mlr", "mf", "lda", "cnn")
 MODEL_DATASETS = {
     "mlr": ("digits", "mnist", "bio", "covtype"),
     "mf": ("movielens-100k", "movielens-small", "jester"),
     "lda": ("reuters", "news-articles", "20newsgroups", "rcv1"),
+    "cnn": ("mnist",),
 }
-MODEL_OPTIMIZERS = {"mlr": ("gd", "sgd"), "mf": ("als",), "lda": ("gibbs",)}
+MODEL_OPTIMIZERS = {"mlr": ("gd", "sgd"), "mf": ("als",), "lda": ("gibbs",), "cnn": ("sgd", "adam")}
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ DEFAULTS: dict[tuple[str, str], ModelDefaults] = {
     ("lda", "gibbs"): ModelDefaults(
         0.03, 10, {"topics": 20, "alpha": 0.1, "beta": 0.01}, long_run=200
     ),
+    # LeNet-5 (torch), one iteration = one minibatch step; f* from a long clean run.
+    ("cnn", "sgd"): ModelDefaults(0.05, 5, {"lr": 0.05, "batch_size": 64}, long_run=400),
+    ("cnn", "adam"): ModelDefaults(0.05, 5, {"lr": 1e-3, "batch_size": 64}, long_run=400),
 }
 
 
@@ -89,7 +93,7 @@ def check_combination(model: str, dataset: str, optimizer: str, flags: bool = Fa
 
 
 # the model settings a user may override on the command line that are whole numbers
-WHOLE_SETTINGS = ("batch_size", "rank", "topics")
+WHOLE_SETTINGS = ("batch_size", "rank", "topics", "examples", "eval_size")
 
 
 def check_overrides(hyper: dict[str, Any], flags: bool = False) -> None:
@@ -148,6 +152,11 @@ def build(
         from .lda_gibbs import LDAParams as params_cls
 
         fixed = {"seed": seed}
+    elif model == "cnn":  # torch: imported only when a torch model is built
+        from .cnn import CNN as cls
+        from .cnn import CNNParams as params_cls
+
+        fixed = {"optimizer": optimizer, "seed": seed}
     else:  # pragma: no cover - check_combination guards
         raise ConfigError(f"unknown model {model!r}")
     allowed = set(params_cls.__dataclass_fields__) - {"optimizer", "seed"}

@@ -163,7 +163,7 @@ def run_cell(
         state = State(algo.start(), cfg.shards, cfg.sharding)
         policy = make_policy(cfg.checkpoint, period, cfg.policy_fraction, seed=trial_seed)
         store = store_factory(trial_seed) if store_factory else MemoryStore()
-        ckpt = Checkpointer(state, policy, store, aux=algo.aux_state)
+        ckpt = Checkpointer(state, policy, store, aux=algo.aux_state, follows=algo.follows())
         ckpt.save_all(0)
         executed, censored, rec = run_with_event(
             algo,

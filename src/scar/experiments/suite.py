@@ -66,8 +66,14 @@ SUITE_DATASETS = {
         "mlr": ("digits", "bio"),
         "mf": ("movielens-100k", "movielens-small"),
         "lda": ("reuters", "news-articles"),
+        "cnn": ("mnist",),
     },
 }
+SUITE_DATASETS["full"]["cnn"] = ("mnist",)
+# The torch models run the headline cells only (experiments 1-3 study the numpy models); the
+# quick run trains them on fewer examples.
+HEADLINE_ONLY = ("cnn",)
+QUICK_HYPER = {"cnn": {"examples": 2000, "eval_size": 500}}
 
 
 def suite_datasets(model: str, quick: bool) -> tuple[str, ...]:
@@ -89,7 +95,39 @@ def plan(
         names = (datasets or {}).get(model)
         if not names:
             names = suite_datasets(model, quick)
-        tasks += _plan_model(model, tuple(names), trials, quick)
+        if model in HEADLINE_ONLY:
+            tasks += _plan_headline(model, tuple(names), trials, quick)
+        else:
+            tasks += _plan_model(model, tuple(names), trials, quick)
+    return tasks
+
+
+def _plan_headline(model: str, names: tuple[str, ...], trials: int, quick: bool) -> list[Task]:
+    """SCAR against traditional checkpointing on each data set, nothing else."""
+    optimizer = models.MODEL_OPTIMIZERS[model][0]
+    hyper = QUICK_HYPER.get(model, {}) if quick else {}
+    k = round(HEADLINE_LOST * 8)
+    tasks = []
+    for dataset in names:
+        for name, kw in (
+            ("traditional", {"checkpoint": "full", "recovery": "full"}),
+            (
+                "scar",
+                {"checkpoint": "priority", "fraction": SCAR_FRACTION, "recovery": "partial"},
+            ),
+        ):
+            cfg = dict(
+                model=model, optimizer=optimizer, shards=8, trials=trials, seed=0,
+                dataset=dataset, lost_shards=k, **kw,
+            )  # fmt: skip
+            if hyper:
+                cfg["hyper"] = dict(hyper)
+            ExperimentConfig(**cfg).validate()
+            tasks.append(
+                Task(
+                    f"headline-{model}-{dataset}-{name}", "headline", model, dataset, optimizer, cfg
+                )
+            )
     return tasks
 
 
