@@ -98,14 +98,17 @@ def table_rows(ck, copies, name):
     return flat_rows(copies[base], spec["width"], start)
 
 
-@pytest.mark.parametrize("opt", ["adam", "adamw", "sgd", "adagrad"])
+@pytest.mark.parametrize(
+    "opt, kind",
+    [("adam", "local"), ("adamw", "local"), ("sgd", "local"), ("adagrad", "local"), ("adam", "s3")],
+)
 def test_partial_recovery_brings_back_last_saved_rows_bitwise_and_touches_nothing_else(
-    opt, tmp_path
+    opt, kind, tmp_path
 ):
     model, optimizer = make(opt)
     ck = TorchCheckpointer(
         model, optimizer, policy="priority", period=8, fraction=1 / 4, block=16,
-        store=str(tmp_path / "s"), shards=4, async_writes=True,
+        store=new_url(kind, tmp_path), shards=4, async_writes=True,
     )  # fmt: skip
     history = {}
     for it in range(1, 26):

@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ..algorithms.registry import MODEL_DATASETS, MODEL_OPTIMIZERS, check_overrides
+from ..algorithms.registry import DEFAULTS, MODEL_DATASETS, MODEL_OPTIMIZERS, check_overrides
 from ..errors import ConfigError, StoreError
 from ..experiments.cell import run_cell
 from ..experiments.config import ExperimentConfig
@@ -31,7 +31,12 @@ DEFAULT = ExperimentConfig()  # every flag's default is the config's
 
 
 @click.command()
-@click.option("--model", default=DEFAULT.model, show_default=True, help="Model: mlr, mf or lda.")
+@click.option(
+    "--model",
+    default=DEFAULT.model,
+    show_default=True,
+    help=f"Model: {', '.join(MODEL_DATASETS)}.",
+)
 @click.option(
     "--dataset",
     default=DEFAULT.dataset,
@@ -43,7 +48,8 @@ DEFAULT = ExperimentConfig()  # every flag's default is the config's
 @click.option(
     "--optimizer",
     default=None,
-    help="mlr: gd (full batch) or sgd; mf: als; lda: gibbs [default: the model's first].",
+    help="; ".join(f"{m}: {', '.join(o)}" for m, o in MODEL_OPTIMIZERS.items())
+    + " [default: the model's first].",
 )
 @click.option(
     "--shards",
@@ -96,8 +102,9 @@ DEFAULT = ExperimentConfig()  # every flag's default is the config's
     "--epsilon",
     type=float,
     default=None,
-    help="Target f* + eps (f(0) - f*) [default: per model: mlr 0.01 (gd), 0.05 (sgd); "
-    "mf 1e-6; lda 0.03].",
+    help="Target f* + eps (f(0) - f*) [default: per model and optimizer: "
+    + "; ".join(f"{m}/{o} {d.epsilon:g}" for (m, o), d in DEFAULTS.items())
+    + "].",
 )
 @click.option(
     "--max-factor",
