@@ -60,6 +60,32 @@ class VersionInfo:
     stored_bytes: int
 
 
+def mismatch(have: Mapping[str, TableSpec], want: Mapping[str, TableSpec], most: int = 3) -> str:
+    """How the tables a store holds (``have``) differ from the ones opened with (``want``), in
+    a line: the tables only one side has and those whose shape or dtype differ, ``most`` of
+    each kind named."""
+
+    def show(s: TableSpec) -> str:
+        return f"{s.name}{(s.n_rows, s.width)}:{s.dtype}"
+
+    def names(items: list[str]) -> str:
+        more = f" and {len(items) - most} more" if len(items) > most else ""
+        return ", ".join(items[:most]) + more
+
+    parts = []
+    if only := [show(have[n]) for n in have if n not in want]:
+        parts.append(f"only in the store: {names(only)}")
+    if only := [show(want[n]) for n in want if n not in have]:
+        parts.append(f"only in the model: {names(only)}")
+    if diff := [
+        f"{show(have[n])} in the store, {show(want[n])} in the model"
+        for n in want
+        if n in have and have[n] != want[n]
+    ]:
+        parts.append(f"different: {names(diff)}")
+    return "; ".join(parts)
+
+
 def specs_of(tables: Mapping[str, np.ndarray]) -> list[TableSpec]:
     return [TableSpec(n, int(a.shape[0]), int(a.shape[1]), a.dtype.name) for n, a in tables.items()]
 

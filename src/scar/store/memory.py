@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import StoreError
-from .base import CheckpointStore, SaveResult, TableSpec, VersionInfo
+from .base import CheckpointStore, SaveResult, TableSpec, VersionInfo, mismatch
 
 
 class MemoryStore(CheckpointStore):
@@ -28,12 +28,7 @@ class MemoryStore(CheckpointStore):
         if self.specs:
             if specs != self.specs:
                 raise StoreError(
-                    "store holds tables "
-                    + ", ".join(
-                        f"{s.name}{(s.n_rows, s.width)}:{s.dtype}" for s in self.specs.values()
-                    )
-                    + "; the model has "
-                    + ", ".join(f"{s.name}{(s.n_rows, s.width)}:{s.dtype}" for s in specs.values())
+                    f"store holds other tables than the model's: {mismatch(self.specs, specs)}"
                 )
             return
         self.specs = specs

@@ -23,7 +23,7 @@ or :class:`CorruptCheckpointError` names it when there are none.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -32,7 +32,7 @@ from .. import validation as check
 from ..errors import ConfigError, StoreError
 from ..validation import DEFAULT_KEEP_LAST
 from .backends import backend_for
-from .base import CheckpointStore, SaveResult, TableSpec, VersionInfo
+from .base import CheckpointStore, SaveResult, TableSpec, VersionInfo, mismatch
 from .catalog import RETRIES, Catalog, CheckpointWarning, VersionRetired
 from .commit import Committer, Job
 from .format import TABLE_DTYPES, Manifest, Table, chunk_bounds, manifest_name
@@ -90,10 +90,6 @@ def open_store(url: str, **options) -> DurableStore:
     """Open (creating if needed, and locking) the store at ``url`` for writing; see
     :class:`DurableStore` for the options. ``readonly=True`` opens an existing one to read."""
     return DurableStore(url, **options)
-
-
-def _fmt(specs: Mapping[str, TableSpec]) -> str:
-    return ", ".join(f"{s.name}{(s.n_rows, s.width)}:{s.dtype}" for s in specs.values())
 
 
 class DurableStore(CheckpointStore):
@@ -202,8 +198,8 @@ class DurableStore(CheckpointStore):
             have = {t.name: t.spec for t in cat.tables}
             if have != want:
                 raise StoreError(
-                    f"checkpoint store {self.url} holds tables {_fmt(have)}; the model has "
-                    f"{_fmt(want)}"
+                    f"checkpoint store {self.url} holds other tables than the model's: "
+                    f"{mismatch(have, want)}"
                 )
             return
         if self.readonly:
