@@ -150,6 +150,35 @@ def test_partial_recovery_brings_back_last_saved_rows_bitwise_and_touches_nothin
     ck.close()
 
 
+def test_full_recovery_rolls_every_row_and_the_step_counts_back(tmp_path):
+    """``full``: every row of every table back to its last saved value, Adam's step counts and
+    the BatchNorm's batch counter to the newest checkpoint's, which ``restart_iteration``
+    names."""
+    model, optimizer = make("adam")
+    ck = TorchCheckpointer(
+        model, optimizer, policy="priority", period=8, fraction=1 / 4, block=16,
+        store=str(tmp_path / "s"), shards=4, async_writes=True,
+    )  # fmt: skip
+    history = {}
+    for it in range(1, 24):  # saves every 2nd iteration: the newest at 22
+        train(model, optimizer, it)
+        ck.step(it)
+        history[it] = tensors(model, optimizer)
+    ck.wait()
+    ck.fail([0, 1, 2, 3])
+    rec = ck.recover([1], "full")
+    assert rec.restart_iteration == 22
+    after = tensors(model, optimizer)
+    for d in ck.describe():
+        name, saved_at = d["table"], ck.store.saved_iteration(d["table"])
+        now = table_rows(ck, after, name)
+        for r, at in enumerate(saved_at):
+            assert now[r].tobytes() == table_rows(ck, history[int(at)], name)[r].tobytes()
+    assert all(float(st["step"]) == 22 for st in optimizer.state.values())
+    assert int(model.bn.num_batches_tracked) == 22
+    ck.close()
+
+
 def test_tables_share_memory_with_the_live_tensors():
     model, optimizer = make("adam")
     ck = TorchCheckpointer(model, optimizer, block=16)
