@@ -79,8 +79,9 @@ def test_registry_is_complete_and_consistent_with_the_models():
         assert info.kind in ("classification", "ratings", "corpus")
         for model in info.models:
             assert name in models.MODEL_DATASETS[model]
+    generated = {"criteo-synth"}  # made from a seed by scar.algorithms.sparse_lr, not loaded
     for model, names in models.MODEL_DATASETS.items():
-        assert all(model in D.DATASETS[n].models for n in names)
+        assert all(model in D.DATASETS[n].models for n in names if n not in generated)
     paper = {n for n, i in D.DATASETS.items() if not i.bundled}
     assert paper == {"covtype", "jester", "20newsgroups", "rcv1"}
 

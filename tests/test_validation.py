@@ -215,7 +215,7 @@ PLACES = [
     (
         registry.check_combination,
         dict(model="svm", dataset="digits", optimizer="gd"),
-        "model must be one of mlr, mf or lda, got 'svm'",
+        "model must be one of mlr, mf, lda, cnn or dlrm, got 'svm'",
     ),
     (registry.check_overrides, dict(hyper={"batch_size": 0}), "batch_size must be a whole number"),
     # store options
