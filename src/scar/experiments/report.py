@@ -308,11 +308,11 @@ def verdict(row: dict[str, Any]) -> tuple[str, str]:
     if s["rework_mean"] < 0:
         notes.append(
             "SCAR's mean rework is negative: the recovered runs reached the target earlier "
-            "than the clean run. A chaotic chain (LDA's Gibbs sampler) soon follows another "
-            "path after any perturbation, so its iterations to target are a fresh draw around "
-            "the chain's typical value, while T_clean is a single draw; when that draw is a "
-            "slow one, every perturbed run looks early. Read the cell as no measurable cost, "
-            "not as a gain."
+            "than the clean run. A stochastic run (LDA's Gibbs chain, minibatch training) soon "
+            "follows another path after any perturbation, so its iterations to target are a "
+            "fresh draw around the run's typical value, while T_clean is a single draw; when "
+            "that draw is a slow one, every perturbed run looks early. Read the cell as no "
+            "measurable cost, not as a gain."
         )
     elif s_lo <= 0:
         notes.append(
