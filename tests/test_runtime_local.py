@@ -369,3 +369,10 @@ def test_a_simulated_kill_loses_the_saves_a_real_one_loses(tmp_path, monkeypatch
     f = t.failures[0]
     assert f.committed_before == [8] and f.restored_from == f.committed_before
     close(t)
+
+
+def test_every_model_scar_train_offers_has_a_distributed_split():
+    from scar.runtime.config import TRAIN_MODELS
+    from scar.runtime.registry import SPLITS
+
+    assert set(TRAIN_MODELS) == set(SPLITS)

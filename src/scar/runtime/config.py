@@ -25,8 +25,10 @@ from ..validation import (
 
 RUNTIMES = ("local", "ray")
 # the experiments' models and data sets, plus sparse LR on synthetic data (for scale)
-TRAIN_MODELS = {**MODEL_DATASETS, "sparse-lr": ("criteo-synth",)}
-OPTIMIZERS = {**MODEL_OPTIMIZERS, "sparse-lr": ("sgd",)}
+# the models with a distributed split (runtime/registry.py); the torch models have none yet
+_SPLIT_MODELS = ("mlr", "mf", "lda")
+TRAIN_MODELS = {**{m: MODEL_DATASETS[m] for m in _SPLIT_MODELS}, "sparse-lr": ("criteo-synth",)}
+OPTIMIZERS = {**{m: MODEL_OPTIMIZERS[m] for m in _SPLIT_MODELS}, "sparse-lr": ("sgd",)}
 
 
 @dataclass
