@@ -102,21 +102,9 @@ class DLRMModel(TorchModel):
         self.dense = torch.from_numpy(d.dense) if d.dense.shape[1] else None
         self.ids = torch.from_numpy(d.ids)
         self.y = torch.from_numpy(d.y)
-        self._perm: tuple[int, np.ndarray] = (-1, np.empty(0, np.int64))
         super().__init__(
             params.optimizer, params.lr, params.batch_size, len(d), params.eval_size, params.seed
         )
-
-    def batch(self, iteration: int) -> np.ndarray:
-        """As :meth:`TorchModel.batch` (a pure function of the seed and the iteration), with
-        the epoch's permutation kept between calls: permuting 200,000 ids every step cost as
-        much as the step itself."""
-        b = min(self.batch_size, self.n)
-        epoch, pos = divmod(iteration - 1, self.n // b)
-        if self._perm[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch, 0xBA7C])
-            self._perm = (epoch, rng.permutation(self.n))
-        return np.sort(self._perm[1][pos * b : (pos + 1) * b])
 
     def build(self) -> torch.nn.Module:
         """The network; embeddings drawn uniform in +-sqrt(1 / rows) as the DLRM reference
