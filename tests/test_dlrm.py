@@ -24,9 +24,6 @@ from scar.algorithms.dlrm import CRITEO, auc, clicks, criteo_clicks  # noqa: E40
 from scar.algorithms.sparse_lr import CriteoSynthConfig, criteo_synth  # noqa: E402
 from scar.datasets.clicks import load_movielens_clicks, movielens_clicks  # noqa: E402
 from scar.errors import DatasetError  # noqa: E402
-from scar.experiments.cell import run_cell  # noqa: E402
-from scar.experiments.config import ExperimentConfig  # noqa: E402
-from scar.state import State  # noqa: E402
 
 SMALL = {"examples": 2000, "eval_size": 300, "batch_size": 64, "dim": 8}
 
@@ -39,37 +36,6 @@ SMALL = {"examples": 2000, "eval_size": 300, "batch_size": 64, "dim": 8}
 def dlrm(request):
     dataset, optimizer = request.param
     return registry.build("dlrm", dataset, optimizer, dict(SMALL))
-
-
-def run(algo, iterations):
-    tables = algo.start()
-    for it in range(1, iterations + 1):
-        algo.step(tables, it)
-    return {n: t.copy() for n, t in tables.items()}, algo.aux_state()
-
-
-def test_start_and_steps_are_deterministic(dlrm):
-    a, aux_a = run(dlrm, 6)
-    b, aux_b = run(dlrm, 6)
-    assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].tobytes() == b[name].tobytes(), name
-    for name in aux_a:
-        np.testing.assert_array_equal(aux_a[name], aux_b[name])
-    first = dlrm.start()
-    assert not np.array_equal(first["emb.0.weight"], a["emb.0.weight"])  # training moved rows
-
-
-def test_a_replayed_state_continues_exactly_like_the_run_it_came_from(dlrm):
-    straight, _ = run(dlrm, 8)
-    mid, aux = run(dlrm, 4)
-    state = State(dlrm.start(), n_shards=8)
-    state.assign(mid)
-    dlrm.skip_to(4, aux)
-    for it in range(5, 9):
-        dlrm.step(state, it)
-    for name in straight:
-        assert state[name].tobytes() == straight[name].tobytes(), name
 
 
 def test_tables_are_the_network_and_optimizer_state_follows(dlrm):
@@ -100,22 +66,6 @@ def test_the_objective_falls_with_training_and_the_metrics_are_measured(dlrm):
     assert dlrm.objective(tables) < 0.95 * f0
     m = dlrm.metrics(tables)
     assert 0.5 < m["auc"] <= 1.0 and 0.0 <= m["accuracy"] <= 1.0
-
-
-def test_an_experiment_cell_runs_with_partial_recovery_and_is_reproducible():
-    cfg = dict(
-        model="dlrm", dataset="criteo-synth", optimizer="adam", trials=2, shards=8,
-        lost_shards=2, checkpoint="priority", recovery="partial", hyper=dict(SMALL),
-    )  # fmt: skip
-    a = run_cell(ExperimentConfig(**cfg))
-    b = run_cell(ExperimentConfig(**cfg))
-    assert a["trials"] == b["trials"]
-    for t in a["trials"]:
-        assert t["rows_restored"] > 0 and t["perturbation_norm"] > 0
-        assert t["failed_iterations"] >= 1 and t["checkpoints"] >= 2
-    algorithm = a["config"]["algorithm"]
-    assert algorithm["dataset"] == "criteo-synth" and algorithm["examples"] == 2000
-    assert set(a["clean"]["metrics"]) == {"auc", "accuracy"}
 
 
 def test_movielens_clicks_fields_and_click_rate():
