@@ -17,9 +17,12 @@ skewed (a few hot rows, scattered over the shards). Gradients stay allocated
 The two checkpointers:
 
 * ours: ``TorchCheckpointer(model, optimizer, policy="priority", period=C, fraction=1/8,
-  shards=8, async_writes=True)`` in a local folder (fsync on, the store's defaults): every
-  C/8 iterations it saves the 1/8 of the rows that changed most since their last save, with
-  their Adam moments; ``step`` returns once the rows are copied, a background thread writes.
+  shards=8, async_writes=True, background=True)`` in a local folder (fsync on, the store's
+  defaults): every C/8 iterations it saves the 1/8 of the rows that changed most since their
+  last save, with their Adam moments. The rows are chosen and copied on a thread of the
+  checkpointer's while the next forward and backward run; the next ``optimizer.step`` waits
+  for it (that wait is blocked time); the store's writer thread writes. ``--foreground``:
+  the choice and the copies on the loop's thread (``ckpt.step`` returns once they are done).
 * DCP: ``torch.distributed.checkpoint.async_save`` of the whole state dict (``model.state_dict()``
   and ``optimizer.state_dict()``) every C iterations, with ``no_dist=True``: one process, no
   process group. Its thread executor stages the state dict (copies it), then writes it with
@@ -240,7 +243,11 @@ class Arm:
 
 
 class Ours(Arm):
-    def __init__(self, loop: Loop, folder: str, period: int) -> None:
+    """``background``: a due save runs beside the next forward and backward; the loop waits
+    for it before ``optimizer.step`` (``fence_seconds``): that wait counts as the save's
+    blocked time, with the time ``step`` took to hand it over."""
+
+    def __init__(self, loop: Loop, folder: str, period: int, background: bool) -> None:
         super().__init__()
         self.ckpt = TorchCheckpointer(
             loop.model,
@@ -251,14 +258,23 @@ class Ours(Arm):
             store=folder,
             shards=SHARDS,
             async_writes=True,
+            background=background,
         )
+        self.fenced = 0.0  # fence_seconds already counted
 
     def after_step(self, it: int) -> None:
+        waited = self.ckpt.fence_seconds - self.fenced  # before this iteration's update
+        self.fenced = self.ckpt.fence_seconds
+        self.blocked += waited
+        if self.saves and waited:
+            self.saves[-1] += waited
         t = time.perf_counter()
-        saved = self.ckpt.step(it)
+        due = self.ckpt.ckpt.due(it)
+        self.ckpt.step(it)
         dt = time.perf_counter() - t
-        self.blocked += dt
-        if saved is not None:
+        self.blocked += dt  # a wait inside step is inside dt
+        self.fenced = self.ckpt.fence_seconds
+        if due:
             self.saves.append(dt)
 
     def finish(self) -> None:
@@ -528,6 +544,11 @@ def main() -> None:
     ap.add_argument("--sweep-saves", type=int, default=2)
     ap.add_argument("--cold", action="store_true", help="drop the page cache before loads (root)")
     ap.add_argument("--dir", default=None, help="parent of the temporary folders")
+    ap.add_argument(
+        "--foreground",
+        action="store_true",
+        help="ours chooses and copies rows on the loop's thread (default: background=True)",
+    )
     a = ap.parse_args()
     if a.period % 8 or a.rounds < 2 or min(a.restores, a.sweep_rounds, a.sweep_saves) < 1:
         ap.error("--period must be a multiple of 8, --rounds >= 2, the other counts >= 1")
@@ -548,7 +569,7 @@ def main() -> None:
         staging = min(ran, key=lambda k: ran[k]["blocked_s_per_save"])
         arms = {
             "none": Arm(),
-            "ours": Ours(loop, os.path.join(work, "ours"), a.period),
+            "ours": Ours(loop, os.path.join(work, "ours"), a.period, not a.foreground),
             "dcp": Dcp(loop, os.path.join(work, "dcp"), a.period, writer, staging),
         }
         blocks = paired(loop, arms, a)

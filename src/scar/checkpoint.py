@@ -97,6 +97,15 @@ class Checkpointer:
         self._covered = True
         return result
 
+    def due(self, iteration: int) -> bool:
+        """Whether :meth:`step` at ``iteration`` would save (the base checkpoint, or the
+        policy is due)."""
+        if not self._covered:
+            self._covered = self._store_covers_state()
+            if not self._covered:
+                return True
+        return self.policy.is_due(iteration)
+
     def step(self, iteration: int) -> SaveResult | None:
         """Call after each iteration; saves if the policy is due. Returns what was saved.
 

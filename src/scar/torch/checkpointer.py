@@ -18,7 +18,9 @@ state is saved whenever the row is, so every restore is consistent); the rest is
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -63,6 +65,14 @@ class TorchCheckpointer:
     once the chosen rows are copied; the store writes them in the background. More store
     options (``keep_last``, ``compression``, ``fsync``...) as keywords in ``store_options``.
 
+    ``background``: a due save chooses and copies its rows on a thread of its own while the
+    next iteration's forward and backward passes run (they only read the parameters); the
+    optimizer's next ``step`` waits for it first (a step pre-hook), and so does the forward
+    pass of any module with floating buffers (BatchNorm updates its running statistics
+    there). ``step`` then returns None; ``last_save`` tells what the latest save wrote, and
+    ``fence_seconds`` how long the training loop waited for background saves. Parameters must
+    change only through the optimizer (or after ``wait``) while a save may be running.
+
     Nothing is written when an argument is wrong: every check runs before the store opens.
     """
 
@@ -80,8 +90,15 @@ class TorchCheckpointer:
         async_writes: bool = False,
         seed: int = 0,
         store_options: Mapping[str, object] | None = None,
+        background: bool = False,
     ) -> None:
         check.whole("shards", shards, ge=1)
+        if background and optimizer is None:
+            check.fail(
+                "background",
+                "False when there is no optimizer (its step waits for a background save)",
+                background,
+            )
         given = isinstance(policy, Policy)  # a policy object is used as it is
         base = policy if given else make_policy(policy, period, fraction, seed)
         self.tables = TorchTables(model, optimizer, block)
@@ -102,15 +119,50 @@ class TorchCheckpointer:
             store = open_store(store, async_writes=bool(async_writes), **dict(store_options or {}))
         elif not isinstance(store, CheckpointStore):
             check.fail("store", "a URL, a CheckpointStore or None", store)
+        self._aux_now: dict[str, np.ndarray] | None = None  # a background save's scalars
         try:
             self.ckpt = Checkpointer(
-                self.state, base, store, aux=self.tables.aux, follows=self.tables.follows
+                self.state, base, store, aux=self._aux, follows=self.tables.follows
             )
         except BaseException:
             store.close()
             self._remove_hooks()
             raise
         self.policy = base
+        self.fence_seconds = 0.0
+        self._pending: Future | None = None
+        self._pool = None
+        if background:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="scar-torch-save")
+            fence = self._fence_hook
+            self._hooks.append(optimizer.register_step_pre_hook(fence))
+            for m in model.modules():
+                if any(b.is_floating_point() for _, b in m.named_buffers(recurse=False)):
+                    self._hooks.append(m.register_forward_pre_hook(fence))
+
+    def _aux(self) -> dict[str, np.ndarray]:
+        return self.tables.aux() if self._aux_now is None else self._aux_now
+
+    # -- background saves -----------------------------------------------------------------
+    def _fence_hook(self, *_: object) -> None:
+        self._fence()
+
+    def _fence(self) -> None:
+        """Wait for the save running in the background, if any (and raise its error)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            pending.result()
+        finally:
+            self._aux_now = None
+            self.fence_seconds += time.perf_counter() - t0
+
+    @property
+    def last_save(self) -> SaveResult | None:
+        """What the latest finished save wrote."""
+        return self.ckpt.last_save
 
     # -- sparse updates -------------------------------------------------------------------
     def _touched(self, name: str):
@@ -148,13 +200,21 @@ class TorchCheckpointer:
     def step(self, iteration: int) -> SaveResult | None:
         """Call after each optimizer step; saves when the policy is due (the first call saves
         every row). Returns what was saved, if anything."""
+        self._fence()
         self.tables.check_bound()
         self._touch()
-        with _torch_threads_kept():
-            return self.ckpt.step(iteration)
+        if self._pool is None:
+            with _torch_threads_kept():
+                return self.ckpt.step(iteration)
+        if not self.ckpt.due(iteration):
+            return None
+        self._aux_now = self.tables.aux()  # the scalars and RNG of now, not of later
+        self._pending = self._pool.submit(self.ckpt.step, iteration)
+        return None
 
     def save_all(self, iteration: int) -> SaveResult:
         """Save every row now."""
+        self._fence()
         self.tables.check_bound()
         self._touch()
         with _torch_threads_kept():
@@ -162,6 +222,7 @@ class TorchCheckpointer:
 
     def fail(self, lost_shards: Iterable[int]) -> dict[str, np.ndarray]:
         """Simulate the loss of shards: their rows of every table become NaN."""
+        self._fence()
         return self.ckpt.fail(lost_shards)
 
     def recover(self, lost_shards: Iterable[int], mode: str = DEFAULT_RECOVERY) -> Recovery:
@@ -173,6 +234,7 @@ class TorchCheckpointer:
         newest checkpoint's; ``restart_iteration`` of the result is the iteration to resume
         after (training redoes the ones after it)."""
         check_mode(mode)
+        self._fence()
         self.tables.check_bound()
         with _torch_threads_kept():
             rec = self.ckpt.recover(lost_shards, mode)
@@ -185,6 +247,7 @@ class TorchCheckpointer:
         """Load the newest committed checkpoint into the live model and optimizer, in place
         (a fresh process with the same constructors), and return its iteration: training goes
         on from the next one. Raises :class:`StoreError` if the store holds no checkpoint."""
+        self._fence()
         self.tables.check_bound()
         with _torch_threads_kept():
             iteration = self.ckpt.restore()
@@ -205,12 +268,18 @@ class TorchCheckpointer:
 
     def wait(self) -> None:
         """Block until every save is durable."""
+        self._fence()
         self.ckpt.wait()
 
     def close(self) -> None:
-        """Wait for every save, close the store, and remove the gradient hooks."""
-        self._remove_hooks()
-        self.ckpt.close()
+        """Wait for every save, close the store, and remove the hooks."""
+        try:
+            self._fence()
+        finally:
+            self._remove_hooks()
+            if self._pool is not None:
+                self._pool.shutdown()
+            self.ckpt.close()
 
     def __enter__(self) -> TorchCheckpointer:
         return self
