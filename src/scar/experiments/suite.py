@@ -98,55 +98,60 @@ def plan(
         names = (datasets or {}).get(model)
         if not names:
             names = suite_datasets(model, quick)
-        if model in HEADLINE_ONLY:
-            tasks += _plan_headline(model, tuple(names), trials, quick)
-        else:
-            tasks += _plan_model(model, tuple(names), trials, quick)
-    return tasks
-
-
-def _plan_headline(model: str, names: tuple[str, ...], trials: int, quick: bool) -> list[Task]:
-    """SCAR against traditional checkpointing on each data set, nothing else."""
-    optimizer = models.MODEL_OPTIMIZERS[model][0]
-    hyper = QUICK_HYPER.get(model, {}) if quick else {}
-    k = round(HEADLINE_LOST * 8)
-    tasks = []
-    for dataset in names:
-        for name, kw in (
-            ("traditional", {"checkpoint": "full", "recovery": "full"}),
-            (
-                "scar",
-                {"checkpoint": "priority", "fraction": SCAR_FRACTION, "recovery": "partial"},
-            ),
-        ):
-            cfg = dict(
-                model=model, optimizer=optimizer, shards=8, trials=trials, seed=0,
-                dataset=dataset, lost_shards=k, **kw,
-            )  # fmt: skip
-            if hyper:
-                cfg["hyper"] = dict(hyper)
-            ExperimentConfig(**cfg).validate()
-            tasks.append(
-                Task(
-                    f"headline-{model}-{dataset}-{name}", "headline", model, dataset, optimizer, cfg
-                )
-            )
+        tasks += _plan_model(model, tuple(names), trials, quick)
     return tasks
 
 
 def _plan_model(model: str, names: tuple[str, ...], trials: int, quick: bool) -> list[Task]:
+    """Experiments 1-3 on the primary data set (not for HEADLINE_ONLY models), then the
+    headline on every data set."""
     optimizer = models.MODEL_OPTIMIZERS[model][0]
     primary = names[0]
+    hyper = QUICK_HYPER.get(model, {}) if quick else {}
 
     def cell(experiment: str, dataset: str, name: str, **kw: Any) -> Task:
         cfg = dict(
             model=model, optimizer=optimizer, shards=8, trials=trials, seed=0, dataset=dataset, **kw
         )
+        if hyper:
+            cfg["hyper"] = dict(hyper)
         ExperimentConfig(**cfg).validate()
         return Task(
             f"{experiment}-{model}-{dataset}-{name}", experiment, model, dataset, optimizer, cfg
         )
 
+    k = round(HEADLINE_LOST * 8)
+    tasks = [] if model in HEADLINE_ONLY else _paper_experiments(model, primary, quick, cell)
+    for dataset in names:
+        tasks.append(
+            cell(
+                "headline",
+                dataset,
+                "traditional",
+                lost_shards=k,
+                checkpoint="full",
+                recovery="full",
+            )
+        )
+        tasks.append(
+            cell(
+                "headline",
+                dataset,
+                "scar",
+                lost_shards=k,
+                checkpoint="priority",
+                fraction=SCAR_FRACTION,
+                recovery="partial",
+            )
+        )
+    return tasks
+
+
+def _paper_experiments(
+    model: str, primary: str, quick: bool, cell: Callable[..., Task]
+) -> list[Task]:
+    """The bound illustration, partial vs full recovery and the policies, on ``primary``."""
+    optimizer = models.MODEL_OPTIMIZERS[model][0]
     tasks = [
         Task(
             f"bound-{model}-{primary}",
@@ -187,28 +192,6 @@ def _plan_model(model: str, names: tuple[str, ...], trials: int, quick: bool) ->
                     recovery="partial",
                 )
             )
-    for dataset in names:
-        tasks.append(
-            cell(
-                "headline",
-                dataset,
-                "traditional",
-                lost_shards=k,
-                checkpoint="full",
-                recovery="full",
-            )
-        )
-        tasks.append(
-            cell(
-                "headline",
-                dataset,
-                "scar",
-                lost_shards=k,
-                checkpoint="priority",
-                fraction=SCAR_FRACTION,
-                recovery="partial",
-            )
-        )
     return tasks
 
 
