@@ -111,12 +111,10 @@ class Checkpointer:
 
         The first call saves every row instead when the store holds no saved value of some row
         yet (no :meth:`save_all` or :meth:`restore` before it, and an empty store)."""
-        if not self._covered:
-            self._covered = self._store_covers_state()
-            if not self._covered:
-                return self.save_all(iteration)
-        if not self.policy.is_due(iteration):
+        if not self.due(iteration):
             return None
+        if not self._covered:  # due() found no saved value of some row
+            return self.save_all(iteration)
         chosen = {
             name: self.policy.select(
                 name,
