@@ -109,12 +109,13 @@ def sparse_params(model: torch.nn.Module) -> set[int]:
     return {id(m.weight) for m in model.modules() if isinstance(m, kinds) and m.sparse}
 
 
-def floating_buffers(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """The model's persistent floating buffers (BatchNorm's running statistics...): state that
-    a restore must bring back with the parameters."""
+def persistent_buffers(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The model's persistent buffers (those in its state dict: BatchNorm's running statistics
+    and batch counter...): state that a restore must bring back with the parameters. The
+    floating ones become tables, the others aux arrays."""
     persistent = set(model.state_dict(keep_vars=True))
     for name, b in model.named_buffers():
-        if name in persistent and b.is_floating_point():
+        if name in persistent:
             yield name, b
 
 

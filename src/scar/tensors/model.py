@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -42,9 +42,6 @@ class TorchTables:
         flat = {name: layout.numpy_view(t) for name, t in self.tensors.items()}
         self._ptrs = {name: t.data_ptr() for name, t in self.tensors.items()}
         self.arrays = {p.table: layout.piece_view(flat[p.tensor], p) for p in self.pieces}
-        self.follows = {
-            p.table: self._leader[p.table] for p in self.pieces if p.table in self._leader
-        }
         sparse = layout.sparse_params(model)
         self.sparse = [p.table for p in self.pieces if id(self.tensors[p.tensor]) in sparse]
 
@@ -56,11 +53,15 @@ class TorchTables:
             layout.check_tensor(f"parameter {name}", p)
             out[name] = p
             names[id(p)] = name
-        for name, b in layout.floating_buffers(self.model):
+        self._int_buffers: list[str] = []  # read through get_buffer: always the live one
+        for name, b in layout.persistent_buffers(self.model):
+            if not b.is_floating_point():
+                self._int_buffers.append(name)
+                continue
             layout.check_tensor(f"buffer {name}", b)
             out[name] = b
         self._scalars: dict[str, tuple[dict, str]] = {}
-        self._leader: dict[str, str] = {}
+        self.follows: dict[str, str] = {}  # optimizer-state table -> its parameter's
         if self.optimizer is None:
             return out
         for i, (group, p) in enumerate(optim.params(self.optimizer)):
@@ -91,7 +92,7 @@ class TorchTables:
             parts = layout.pieces(name, t, rows_kept=rows_kept, block=block)
             if "@" in name:  # optimizer state: laid out like its parameter, following it
                 for part in parts:
-                    self._leader[part.table] = owner + part.table[len(name) :]
+                    self.follows[part.table] = owner + part.table[len(name) :]
             out.extend(parts)
         return out
 
@@ -120,17 +121,11 @@ class TorchTables:
         for name, (state, key) in self._scalars.items():
             v = state[key]
             out[name] = v.detach().numpy().copy() if torch.is_tensor(v) else np.asarray(v)
-        for name, b in self._int_buffers():
-            out[name] = b.detach().numpy().copy()
+        for name in self._int_buffers:
+            out[name] = self.model.get_buffer(name).detach().numpy().copy()
         if self.rng:
             out[RNG] = torch.get_rng_state().numpy().copy()
         return out
-
-    def _int_buffers(self) -> Iterator[tuple[str, torch.Tensor]]:
-        persistent = set(self.model.state_dict(keep_vars=True))
-        for name, b in self.model.named_buffers():
-            if name in persistent and not b.is_floating_point():
-                yield name, b
 
     def put_aux(self, aux: Mapping[str, np.ndarray]) -> None:
         for name, (state, key) in self._scalars.items():
@@ -141,8 +136,9 @@ class TorchTables:
                 v.copy_(torch.from_numpy(np.array(aux[name]).reshape(tuple(v.shape))).to(v.dtype))
             else:
                 state[key] = type(v)(aux[name].item())
-        for name, b in self._int_buffers():
+        for name in self._int_buffers:
             if name in aux:
+                b = self.model.get_buffer(name)
                 b.copy_(torch.from_numpy(np.array(aux[name]).reshape(tuple(b.shape))))
         if self.rng and RNG in aux:
             torch.set_rng_state(torch.from_numpy(np.array(aux[RNG], dtype=np.uint8)))
@@ -155,7 +151,7 @@ class TorchTables:
                 "rows": p.n_rows,
                 "width": p.width,
                 "dtype": self.arrays[p.table].dtype.name,
-                "follows": self._leader.get(p.table),
+                "follows": self.follows.get(p.table),
             }
             for p in self.pieces
         ]
