@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .backends.base import read_fully
 from .format import (
     Aux,
     AuxArray,
@@ -157,7 +158,7 @@ def _expand(data: bytes, codec: str, raw: int, path: str, what: str) -> bytes | 
         with _zstd().ZstdDecompressor().stream_reader(data) as reader:
             while n < raw:
                 buf = np.empty(min(raw - n, max(n, PIECE)), np.uint8)
-                k = _fill(reader, memoryview(buf))
+                k = read_fully(reader, memoryview(buf))
                 pieces.append(buf[:k])
                 n += k
                 if k < buf.size:
@@ -172,17 +173,6 @@ def _expand(data: bytes, codec: str, raw: int, path: str, what: str) -> bytes | 
     if len(pieces) == 1:
         return pieces[0]
     return np.concatenate(pieces) if pieces else np.empty(0, np.uint8)
-
-
-def _fill(reader, buf: memoryview) -> int:
-    """Decompress into ``buf`` until it is full or the data ends; the bytes written."""
-    n = 0
-    while n < len(buf):
-        k = reader.readinto(buf[n:])
-        if not k:
-            break
-        n += k
-    return n
 
 
 def _fits(seg: Segment, table: Table, values: bool = False) -> None:

@@ -35,6 +35,18 @@ def size_of(b) -> int:
     return b.nbytes if isinstance(b, Deferred) else sum(len(memoryview(x).cast("B")) for x in b)
 
 
+def read_fully(reader, buf: memoryview) -> int:
+    """``reader.readinto`` until ``buf`` is full or the data ends (a file, a decompressor);
+    the bytes read."""
+    n = 0
+    while n < len(buf):
+        k = reader.readinto(buf[n:])
+        if not k:
+            break
+        n += k
+    return n
+
+
 def why(e: BaseException) -> str:
     """An error's own words (``strerror`` for an OSError)."""
     return getattr(e, "strerror", None) or str(e) or type(e).__name__

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ...errors import StoreError
 from ..names import DATA_DIR, LOCK_NAME, MANIFEST_DIR, foreign, is_spare, is_temporary, ours
 from . import lease
-from .base import Backend, buffers_of, size_of, why
+from .base import Backend, buffers_of, read_fully, size_of, why
 from .flush import SYNC_FILE_RANGE_WRITE, fsync_path, start_writeback
 from .lock import FileLock
 from .spares import Spares
@@ -211,13 +211,7 @@ class LocalBackend(Backend):
     def read_into(self, rel: str, start: int, out: memoryview) -> int:
         with open(self._open(rel, os.O_RDONLY), "rb", buffering=0) as f:
             f.seek(start)
-            n = 0
-            while n < len(out):
-                k = f.readinto(out[n:])
-                if not k:
-                    break
-                n += k
-            return n
+            return read_fully(f, out)
 
     def _write_one(self, rel: str, buffers: list, keep_open: bool = False) -> Written:
         """Write a file, starting its write-back every ``WRITE_BYTES`` written and at its end
