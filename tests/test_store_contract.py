@@ -170,3 +170,25 @@ def test_opening_with_a_different_shape_is_an_error(stores):
     assert store.saved_iteration("a").tolist() == [0] * 10
     assert store.read_rows("b").tolist() == [[2, 2]] * 4
     store.close()
+
+
+def test_read_rows_into_an_array_given(stores):
+    """``out``: the rows are placed in the caller's array (a view into live state), which is
+    returned; a wrong shape or dtype is refused, naming the table."""
+    store = stores.new()
+    a0 = np.arange(30, dtype=np.float32).reshape(10, 3)
+    store.save(0, {"a": (None, a0), "b": (None, np.zeros((4, 2)))})
+    store.save(4, {"a": (np.array([3, 5]), -a0[[3, 5]]), "b": (np.array([0]), np.ones((1, 2)))})
+    want = a0.copy()
+    want[[3, 5]] *= -1
+    for view in stores.views(store):
+        live = np.full((10, 3), np.nan, np.float32)
+        got = view.read_rows("a", np.arange(2, 7), out=live[2:7])
+        assert np.shares_memory(got, live)
+        np.testing.assert_array_equal(live[2:7], want[2:7])
+        assert np.isnan(live[[0, 1, 7, 8, 9]]).all()  # nothing outside the view is written
+        whole = np.empty((10, 3), np.float32)
+        np.testing.assert_array_equal(view.read_rows("a", None, out=whole), want)
+        for bad in (np.empty((4, 3), np.float32), np.empty((5, 3), np.float64)):
+            with pytest.raises(StoreError, match="'a'"):
+                view.read_rows("a", np.arange(2, 7), out=bad)

@@ -63,6 +63,19 @@ def fail(state: State, lost_shards: Iterable[int]) -> dict[str, np.ndarray]:
     return lost
 
 
+def _span(table: np.ndarray, ids: np.ndarray | None) -> np.ndarray | None:
+    """The rows ``ids`` of ``table`` as a view the store can read into, when they are one
+    contiguous run (a lost shard of the range layout): the rows are lost anyway, so they are
+    filled in place instead of through a second copy. None otherwise (every row - a full
+    restore keeps the live state until it has read the whole checkpoint - or scattered ids)."""
+    if ids is None or not len(ids) or not table.flags.c_contiguous:
+        return None
+    lo, hi = int(ids[0]), int(ids[-1]) + 1
+    if hi - lo != len(ids) or not (np.diff(ids) == 1).all():
+        return None
+    return table[lo:hi]
+
+
 def restore_rows(
     state: State, store: CheckpointStore, rows: Mapping[str, np.ndarray | None]
 ) -> tuple[dict[str, int], int]:
@@ -74,10 +87,11 @@ def restore_rows(
             raise StoreError(
                 f"table {name!r}: {int(never.sum())} rows were never checkpointed, cannot restore"
             )
-        values = store.read_rows(name, ids)
+        span = _span(state[name], ids)
+        values = store.read_rows(name, ids, out=span)
         if ids is None:
             np.copyto(state[name], values)
-        else:
+        elif span is None:
             state[name][ids] = values
         counts[name] = int(values.shape[0])
         nbytes += values.nbytes

@@ -112,8 +112,12 @@ class CheckpointStore(ABC):
         """
 
     @abstractmethod
-    def read_rows(self, table: str, row_ids: np.ndarray | None = None) -> np.ndarray:
-        """Latest saved value of each row (all rows when ``row_ids`` is None)."""
+    def read_rows(
+        self, table: str, row_ids: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Latest saved value of each row (all rows when ``row_ids`` is None). ``out``: a
+        C-contiguous array of the result's shape and dtype to fill and return instead of a new
+        one (after an error its contents are undefined)."""
 
     @abstractmethod
     def saved_iteration(self, table: str, row_ids: np.ndarray | None = None) -> np.ndarray:

@@ -69,9 +69,21 @@ class MemoryStore(CheckpointStore):
         self._versions.append(VersionInfo(version, iteration, complete, n_rows, stored))
         return SaveResult(version, iteration, n_rows, value_bytes, stored)
 
-    def read_rows(self, table, row_ids=None):
+    def read_rows(self, table, row_ids=None, out=None):
         values = self._table(table, self._values)
-        return values.copy() if row_ids is None else values[np.asarray(row_ids, dtype=np.int64)]
+        if out is None:
+            return values.copy() if row_ids is None else values[np.asarray(row_ids, np.int64)]
+        n = len(values) if row_ids is None else len(np.asarray(row_ids).reshape(-1))
+        if out.shape != (n, values.shape[1]) or out.dtype != values.dtype:
+            raise StoreError(
+                f"table {table!r}: out must be a {values.dtype} array of shape "
+                f"{(n, values.shape[1])}, got {out.dtype} {out.shape}"
+            )
+        if row_ids is None:
+            np.copyto(out, values)
+        else:
+            np.take(values, np.asarray(row_ids, np.int64), axis=0, out=out)
+        return out
 
     def saved_iteration(self, table, row_ids=None):
         at = self._table(table, self._saved_at)
