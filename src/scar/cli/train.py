@@ -71,6 +71,12 @@ SYNTH = CriteoSynthConfig()  # the criteo-synth sizes' defaults
 @click.option("--kill-shards", type=int, default=None, help="Shards killed at --kill-at [1].")
 @click.option("--kill-every", type=int, default=None, help="Kill one shard every N iterations.")
 @click.option(
+    "--kill-workers",
+    type=int,
+    default=None,
+    help="Kill one worker every N iterations (it is replaced and its iteration redone).",
+)
+@click.option(
     "--seed", type=int, default=DEFAULT.seed, show_default=True, help="Seed (data, kills, policy)."
 )
 @click.option(

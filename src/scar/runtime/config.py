@@ -48,6 +48,7 @@ class TrainConfig:
     kill_at: int | None = None
     kill_shards: int | None = None  # with kill_at: 1 if not given
     kill_every: int | None = None
+    kill_workers: int | None = None  # kill one worker every N iterations (it is replaced)
     seed: int = 0
     async_writes: bool = True
     save_priority: str = DEFAULT_SAVE_PRIORITY  # CPU priority of the shards' background saves
@@ -103,6 +104,7 @@ class TrainConfig:
             check.whole, name("kill_at"), self.kill_at, ge=1, le=self.iterations, note=up_to
         )
         check.optional(check.whole, name("kill_every"), self.kill_every, ge=1)
+        check.optional(check.whole, name("kill_workers"), self.kill_workers, ge=1)
         up_to = f"({name('shards')})"
         check.optional(
             check.whole, name("kill_shards"), self.kill_shards, ge=1, le=self.shards, note=up_to

@@ -66,6 +66,15 @@ class Failure:
     objective_after: float  # the objective of the recovered state
 
 
+@dataclass
+class WorkerFailure:
+    iteration: int  # the last iteration done before the workers were found dead
+    workers: list[int]
+    detection_seconds: float  # kill (or the failing iteration's start) -> death noticed
+    restore_seconds: float  # death noticed -> replacements started (and their state set)
+    state_from: int | None  # the iteration of the worker state given back (stateful splits)
+
+
 @contextlib.contextmanager
 def _stop_on_ctrl_c() -> Iterator[threading.Event]:
     """Within: the first Ctrl-C (SIGINT) sets the event - the run stops after the iteration in
@@ -130,6 +139,7 @@ class Trainer:
         self.iteration = 0
         self.steps = 0
         self.failures: list[Failure] = []
+        self.worker_failures: list[WorkerFailure] = []
         self.checkpoint_seconds = 0.0
         self.checkpoint_bytes = 0
         self._lost_background_cpu = 0.0  # of shards killed (taken just before the kill)
@@ -140,7 +150,8 @@ class Trainer:
         self.checkpointing = True  # set_checkpointing(False) pauses the periodic saves
         self._snapshots: dict[int, list[Any]] = {}
         self._snapshot()
-        self._current: tuple[list[Any], dict[str, np.ndarray]] | None = self._pull()
+        # the full tables at an iteration, when pulled (``tables``)
+        self._tables: tuple[int, dict[str, np.ndarray]] | None = None
         self.trajectory: list[tuple[int, float]] = [(0, self.objective())]
 
     # -- nodes ----------------------------------------------------------------------------
@@ -181,7 +192,16 @@ class Trainer:
 
     def _ask(self, handles: list[Handle], method: str, *args: Any) -> tuple[list[Any], list[int]]:
         """Call ``method`` on every node; (results, indices of the nodes found dead)."""
-        futures = [self.cluster.call(h, method, *args) for h in handles]
+        return self._ask_each(handles, method, [args] * len(handles))
+
+    def _ask_each(
+        self, handles: list[Handle], method: str, args: list[Any]
+    ) -> tuple[list[Any], list[int]]:
+        """Call ``method`` on node i with argument(s) ``args[i]`` (a tuple, or one value)."""
+        futures = [
+            self.cluster.call(h, method, *(a if isinstance(a, tuple) else (a,)))
+            for h, a in zip(handles, args, strict=True)
+        ]
         out, lost = [], []
         for i, (h, f) in enumerate(zip(handles, futures, strict=True)):
             try:
@@ -198,17 +218,9 @@ class Trainer:
         except NodeLost:
             return False
 
-    def _check_workers(self) -> None:
-        for h in self.workers:
-            if not self._alive(h):
-                raise RuntimeFailure(
-                    f"worker {h.index} died at iteration {self.iteration + 1}; "
-                    "workers hold data partitions and are not replaced"
-                )
-
     # -- state ----------------------------------------------------------------------------
-    def _pull(self) -> tuple[list[Any], dict[str, np.ndarray]]:
-        """Futures of every shard's rows and the assembled full state (recovering lost shards)."""
+    def _read_all(self) -> dict[str, np.ndarray]:
+        """Every row of every table from the shards (recovering lost shards first)."""
         while True:
             t0 = time.perf_counter()
             futures = [self.cluster.call(h, "pull") for h in self.shards]
@@ -219,44 +231,113 @@ class Trainer:
                 except NodeLost:
                     lost.append(k)
             if not lost:
-                return futures, self.layout.assemble(values)
+                return self.layout.assemble(values)
             self._recover(lost, self._killed_at or t0)
 
     def refresh(self) -> dict[str, np.ndarray]:
         """Pull the state now (noticing and recovering dead shards); the full tables."""
-        self._current = self._pull()
+        self._tables = None
         return self.tables
 
     @property
     def tables(self) -> dict[str, np.ndarray]:
-        return self._current[1]
+        """The full tables at the current iteration, pulled from the shards when first asked
+        for (the objective, a recovery): the iterations themselves move no table through the
+        coordinator."""
+        if self._tables is None or self._tables[0] != self.iteration:
+            tables = self._read_all()  # (a recovery inside may rewind the iteration)
+            self._tables = (self.iteration, tables)
+        return self._tables[1]
 
     def objective(self) -> float:
         return float(self.split.objective(self.tables, self.worker_states()))
 
+    # -- replacing workers -----------------------------------------------------------------
+    def _replace_workers(self, dead: list[int], since: float) -> None:
+        """Start a new worker for each of ``dead`` on the same data partition (the split
+        cuts it again). A split whose workers hold state (LDA's topic assignments) gives each
+        replacement its state as of the newest kept snapshot (the last checkpoint iteration),
+        and the split corrects the tables to agree with it (``Split.after_worker_loss``). The
+        iteration that failed runs again (``step``)."""
+        detected = time.perf_counter()
+        states = None
+        if self.split.worker_state:
+            if not self._snapshots:
+                raise RuntimeFailure(
+                    f"workers {dead} died at iteration {self.iteration + 1} and no state of "
+                    "theirs is kept (no checkpoint iteration yet)"
+                )
+            at = max(self._snapshots)
+            others = [i for i in range(len(self.workers)) if i not in dead]
+            states = self.worker_states(self._snapshots[at], skip=others)
+        parts = self.split.parts(len(self.workers))
+        for i in dead:
+            self.cluster.discard(self.workers[i])
+            self.workers[i] = self.cluster.start("worker", i, WorkerNode, parts[i], self.layout)
+        self._started([self.workers[i] for i in dead])
+        state_from = None
+        if states is not None:
+            state_from = at
+            alive = self.worker_states(skip=dead)
+            for i in dead:
+                alive[i] = states[i]
+                w = self.workers[i]
+                self.cluster.get(w, self.cluster.call(w, "set_state", states[i]), self.cfg.timeout)
+            fix = self.split.after_worker_loss(self.tables, alive, dead)
+            if fix:
+                parts = self.layout.split(fix)
+                _, lost = self._ask_each(self.shards, "adjust", parts)
+                if lost:
+                    raise RuntimeFailure(f"shards {lost} died while workers {dead} were replaced")
+            self._tables = None
+            self._snapshot_now()
+        self.worker_failures.append(
+            WorkerFailure(
+                iteration=self.iteration,
+                workers=dead,
+                detection_seconds=detected - since,
+                restore_seconds=time.perf_counter() - detected,
+                state_from=state_from,
+            )
+        )
+
     # -- worker-side state (LDA's z and document-topic counts) ----------------------------
-    def worker_states(self, futures: list[Any] | None = None) -> list[dict[str, np.ndarray]]:
+    def worker_states(
+        self, futures: list[Any] | None = None, skip: list[int] = ()
+    ) -> list[dict[str, np.ndarray]]:
+        """Every worker's state (from ``futures``: a snapshot), in worker order; ``skip``:
+        workers left as None (dead ones: they are not asked)."""
         if not self.split.worker_state:
             return []
         if futures is None:
-            futures = [self.cluster.call(w, "state") for w in self.workers]
+            futures = [
+                None if i in skip else self.cluster.call(w, "state")
+                for i, w in enumerate(self.workers)
+            ]
         out = []
-        for w, f in zip(self.workers, futures, strict=True):
+        for i, (w, f) in enumerate(zip(self.workers, futures, strict=True)):
+            if i in skip or f is None:
+                out.append(None)
+                continue
             try:
                 out.append(self.cluster.get(w, f, self.cfg.timeout))
             except NodeLost:
                 raise RuntimeFailure(
-                    f"worker {w.index} died at iteration {self.iteration}; "
-                    "workers hold data partitions and are not replaced"
+                    f"worker {w.index} died at iteration {self.iteration} while its state was "
+                    "read; it is replaced when an iteration finds it dead"
                 ) from None
         return out
 
     def _snapshot(self) -> None:
         """Keep the workers' state of this iteration (a checkpoint iteration of the shards) for
-        a full rollback to it: the coordinator holds it (as futures: on Ray the copies stay in
-        the object store), the newest ``KEEP_STATES`` of them."""
+        a full rollback to it or a replaced worker: the coordinator holds it (as futures: on
+        Ray the copies stay in the object store, and outlive the worker), the newest
+        ``KEEP_STATES`` of them."""
         if not self.split.worker_state:
             return
+        self._snapshot_now()
+
+    def _snapshot_now(self) -> None:
         self._snapshots[self.iteration] = [self.cluster.call(w, "state") for w in self.workers]
         for it in sorted(self._snapshots)[:-KEEP_STATES]:
             del self._snapshots[it]
@@ -280,20 +361,36 @@ class Trainer:
             self.cluster.get(w, self.cluster.call(w, "set_state", s), self.cfg.timeout)
 
     # -- iterations -----------------------------------------------------------------------
+    def _pulls(self, it: int, wargs: list[Any]) -> list[list[Any]]:
+        """Per worker, futures of every shard's answer to its read for iteration ``it``.
+        Sparse pulls: each worker names the rows its batch needs (``request``) and each shard
+        answers with those rows; dense: one read of every row per shard, shared by the
+        workers. The coordinator passes futures only: the rows go shard to worker."""
+        S = len(self.shards)
+        if not self.split.sparse_pulls:
+            return [[self.cluster.call(h, "read", None) for h in self.shards]] * len(self.workers)
+        pulls = []
+        for i, w in enumerate(self.workers):
+            req = self.cluster.call(w, "request", it, wargs[i], num_returns=S)
+            req = req if S > 1 else [req]
+            pulls.append([self.cluster.call(h, "read", req[k]) for k, h in enumerate(self.shards)])
+        return pulls
+
     def step(self) -> None:
-        if self._current is None:
-            self._current = self._pull()  # may recover lost shards (and rewind the counter)
+        """One iteration. Nodes found dead on the way are replaced (shards restored); when
+        no shard could apply the iteration (a dead node's rows or updates were missing) it is
+        left to run again: ``iteration`` does not move."""
         it = self.iteration + 1
-        refs = self._current[0]
         wargs = self.split.worker_args(it, len(self.workers))
         sargs = self.split.server_args(it)
         S = len(self.shards)
+        t0 = time.perf_counter()
+        pulls = self._pulls(it, wargs)
         outs = [
-            self.cluster.call(w, "compute", it, wargs[i], *refs, num_returns=S)
+            self.cluster.call(w, "compute", it, wargs[i], *pulls[i], num_returns=S)
             for i, w in enumerate(self.workers)
         ]
         outs = [o if S > 1 else [o] for o in outs]
-        t0 = time.perf_counter()
         for k, h in enumerate(self.shards):
             h.meta["apply"] = self.cluster.call(h, "apply", it, sargs, *[o[k] for o in outs])
         lost, ckpt = [], 0.0
@@ -307,18 +404,33 @@ class Trainer:
             self.checkpoint_bytes += stats["saved_bytes"]
             self.durable[k] = stats["durable"]
         self.checkpoint_seconds += ckpt
-        self.iteration, self.steps = it, self.steps + 1
-        if self.checkpointing and self._due(it):
-            self._snapshot()
+        applied = len(lost) < S
+        if applied:
+            self.iteration, self.steps = it, self.steps + 1
+            if self.checkpointing and self._due(it):
+                self._snapshot()
         if lost:
-            self._check_workers()
-            dead = [k for k in lost if not self._alive(self.shards[k])]
-            if not dead:
-                raise RuntimeFailure(f"shards {lost} failed iteration {it} but are alive")
-            self._recover(dead, self._killed_at or t0)
-        self._current = self._pull()
+            self._replace_dead(lost, t0)
+            if not applied:
+                return
         if self.iteration % self.cfg.eval_every == 0 or self.iteration >= self.cfg.iterations:
             self.trajectory.append((self.iteration, self.objective()))
+
+    def _replace_dead(self, lost: list[int], since: float) -> None:
+        """After shards ``lost`` failed an iteration: replace the dead workers, then recover
+        the dead shards (a shard whose apply failed only for want of a dead node's input is
+        alive and carries on)."""
+        workers = [i for i, w in enumerate(self.workers) if not self._alive(w)]
+        dead = [k for k in lost if not self._alive(self.shards[k])]
+        if not dead and not workers:
+            raise RuntimeFailure(
+                f"shards {lost} failed iteration {self.iteration + 1} but every node is alive"
+            )
+        if workers:
+            self._replace_workers(workers, self._killed_at or since)
+        if dead:
+            self._recover(dead, self._killed_at or since)
+        self._killed_at = None
 
     def set_checkpointing(self, on: bool) -> None:
         """Pause (False) or resume (True) every shard's periodic saves (and the workers' state
@@ -333,18 +445,25 @@ class Trainer:
         """Kill shard nodes for real (SIGKILL on Ray); the next call notices. Their background
         checkpoint CPU so far is asked for first, so that the run's total keeps it."""
         self._lost_background_cpu += self._background_cpu([self.shards[k] for k in shards])
+        self._before = (self.iteration, self.tables)
         self._killed_at = time.perf_counter()
         for k in shards:
             self.cluster.kill(self.shards[k])
-        if self._current is not None:
-            self._before = (self.iteration, self._current[1])
-        self._current = None
+        self._tables = None  # (taken above: the state the kill perturbs)
+
+    def kill_workers(self, workers: list[int]) -> None:
+        """Kill worker nodes for real; the next iteration finds them dead and replaces them."""
+        self._killed_at = time.perf_counter()
+        for i in workers:
+            self.cluster.kill(self.workers[i])
 
     def _recover(self, lost: list[int], since: float) -> None:
         detected = time.perf_counter()
         at = self.iteration
         before = self._before
-        before_tables = before[1] if before and before[0] == at else self._tables_or_none()
+        if before is None or before[0] != at:  # a death not injected: the state if pulled
+            before = self._tables
+        before_tables = before[1] if before is not None and before[0] == at else None
         self._before, self._killed_at = None, None
         committed = [self.durable[k] for k in lost]
         for k in lost:
@@ -369,7 +488,7 @@ class Trainer:
                 self.iteration, self.durable = target, [target] * len(self.shards)
         if dead:
             raise RuntimeFailure(f"shards died again while recovering from the loss of {lost}")
-        self._current = self._pull()
+        self._tables = None
         rows = {
             n: np.sort(np.concatenate([self.layout.rows(k)[n] for k in lost]))
             if target is None
@@ -397,9 +516,6 @@ class Trainer:
             )
         )
 
-    def _tables_or_none(self) -> dict[str, np.ndarray] | None:
-        return None if self._current is None else self._current[1]
-
     def close(self, dead_ok: bool = False) -> list[int]:
         """Wait for every checkpoint to be durable; the newest committed iteration per shard.
         ``dead_ok``: a dead shard (a run interrupted between a kill and its recovery) counts
@@ -417,6 +533,8 @@ class Trainer:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, 0x4B11])
         killed: set[int] = set()
+        wrng = np.random.default_rng([cfg.seed, 0x3017])  # which worker: its own stream
+        killed_workers: set[int] = set()
         t0 = time.perf_counter()
         with _stop_on_ctrl_c() as stop:
             while self.iteration < cfg.iterations and not stop.is_set():
@@ -429,11 +547,15 @@ class Trainer:
                     killed.add(it)
                     n = cfg.kill_shards if cfg.kill_at is not None else 1
                     self.kill(sorted(rng.choice(cfg.shards, size=n, replace=False).tolist()))
+                every = cfg.kill_workers
+                if every and it % every == 0 and it not in killed_workers and it < cfg.iterations:
+                    killed_workers.add(it)
+                    self.kill_workers([int(wrng.integers(len(self.workers)))])
                 if progress is not None:
                     progress(it, cfg.iterations)
             interrupted = self.iteration < cfg.iterations
             at = self.iteration
-            if interrupted and self._current is not None and self.trajectory[-1][0] != at:
+            if interrupted and self._killed_at is None and self.trajectory[-1][0] != at:
                 self.trajectory.append((at, self.objective()))  # where it stopped
             # a dead shard is one killed just before the stop, never recovered
             committed = self.close(dead_ok=interrupted)
@@ -467,10 +589,12 @@ class Trainer:
             "iterations": list(its),
             "objective_final": objs[-1],
             "failures": [asdict(f) for f in self.failures],
+            "worker_failures": [asdict(f) for f in self.worker_failures],
             "totals": {
                 "iterations": self.iteration,
                 "steps": self.steps,
                 "failures": len(self.failures),
+                "worker_failures": len(self.worker_failures),
                 "wall_seconds": wall,
                 "checkpoint_seconds": self.checkpoint_seconds,
                 "checkpoint_bytes": self.checkpoint_bytes,

@@ -182,6 +182,20 @@ class LDASplit(Split):
         ndt = np.concatenate([s["doc_topic"] for s in states])
         return -float(joint_loglik(tables[LDA.TABLE], ndt, a.p.alpha, a.p.beta)) / len(a.words)
 
+    def after_worker_loss(self, tables, states, lost):
+        """The word-topic counts are a function of every worker's topic assignments: counted
+        again from them (the replaced workers' as of their snapshot), the rows that differ
+        are corrected - the counts stay exact, the replaced workers' sweeps since the
+        snapshot are undone."""
+        a = self.algorithm
+        nwt = tables[LDA.TABLE]
+        z = np.concatenate([s["z"] for s in states])
+        counts = np.zeros(nwt.shape, np.int64)
+        np.add.at(counts, (a.words, z), 1)
+        delta = counts - nwt
+        rows = np.flatnonzero(np.any(delta != 0, axis=1))
+        return {LDA.TABLE: Update(rows, delta[rows].astype(nwt.dtype), "add")}
+
     def after_restore(
         self,
         tables: Mapping[str, np.ndarray],

@@ -179,8 +179,19 @@ class ShardServer:
             self._serve_cpu += time.thread_time() - c0
 
     def pull(self) -> dict[str, np.ndarray]:
+        """Every row of every table (copies)."""
+        return self.read(None)
+
+    def read(self, request: Mapping[str, np.ndarray | None] | None) -> dict[str, np.ndarray]:
+        """The rows a worker asked for (``Layout.locate``: per table, shard-local positions
+        or None for every row; None: every row of every table), copied."""
         with self._serving():
-            return {n: t.copy() for n, t in self.state.items()}
+            if request is None:
+                return {n: t.copy() for n, t in self.state.items()}
+            return {
+                n: self.state[n].copy() if ids is None else self.state[n][ids]
+                for n, ids in request.items()
+            }
 
     def apply(self, iteration: int, args: Any, *pushes: Mapping[str, Update]) -> dict[str, Any]:
         with self._serving():
@@ -213,6 +224,23 @@ class ShardServer:
             "saved_bytes": saved,
             "durable": self.durable,
         }
+
+    def adjust(self, pushes: Mapping[str, Update]) -> int:
+        """Change rows outside an iteration (``Split.after_worker_loss``): ``"add"`` adds
+        the values, ``"set"`` overwrites; no server rule runs. Rows changed."""
+        changed = 0
+        with self._serving():
+            for name, u in pushes.items():
+                live = self.state[name]
+                at = slice(None) if u.rows is None else u.rows
+                if u.op == "add":
+                    live[at] += u.values
+                else:
+                    live[at] = u.values
+                if self.tracked is not None:
+                    self.tracked.touch(name, u.rows)
+                changed += live.shape[0] if u.rows is None else len(u.rows)
+        return changed
 
     def _save_later(self, iteration: int) -> int:
         """Async mode: select and snapshot the rows on the save thread while the workers
@@ -384,15 +412,26 @@ class WorkerNode:
 
     def __init__(self, part: WorkerPart, layout: Layout) -> None:
         self.part, self.layout = part, layout
+        self._want: tuple[int, dict] | None = None  # the iteration and rows last requested
         part.set_state(part.state())  # arrays shipped to an actor arrive read-only
 
     def pid(self) -> int:
         return os.getpid()
 
+    def request(self, iteration: int, args: Any) -> list[dict] | dict:
+        """The rows this worker reads in ``iteration``, as one request per shard (sparse
+        pulls: ``Split.sparse_pulls``); the shards answer them with ``ShardServer.read``."""
+        self._want = (iteration, self.layout.check_request(self.part.rows(iteration, args)))
+        out = self.layout.locate(self._want[1])
+        return out if len(out) > 1 else out[0]  # one return value per shard
+
     def compute(
         self, iteration: int, args: Any, *pulls: Mapping[str, np.ndarray]
     ) -> list[dict[str, Update]] | dict[str, Update]:
-        tables = self.layout.assemble(pulls)
+        """This worker's update for ``iteration`` from the shards' answers (to its
+        ``request`` of the same iteration, or every row), cut per shard."""
+        want = self._want[1] if self._want and self._want[0] == iteration else None
+        tables = self.layout.assemble(pulls) if want is None else self.layout.gather(want, pulls)
         out = self.layout.split(self.part.update(tables, iteration, args))
         return out if len(out) > 1 else out[0]  # one return value per shard
 

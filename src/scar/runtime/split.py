@@ -30,6 +30,7 @@ from .. import validation as check
 from ..algorithms.base import Algorithm, Tables
 from ..algorithms.mlr import cross_entropy_gradient
 from ..algorithms.sparse_lr import SparseLR, logloss_gradient, sgd_apply
+from ..errors import ScarError
 from ..state import Sharding
 from ..validation import DEFAULT_SHARDING
 
@@ -82,12 +83,82 @@ class Layout:
         """Each shard's rows of full ``tables`` (copies)."""
         return [{n: tables[n][r].copy() for n, r in rows.items()} for rows in self._rows]
 
+    def locate(self, want: Mapping[str, np.ndarray | None]) -> list[dict[str, np.ndarray | None]]:
+        """Per shard, the shard-local positions of the rows ``want`` names (per table: sorted
+        unique global ids, or None for every row)."""
+        out: list[dict[str, np.ndarray | None]] = [{} for _ in range(self.n_shards)]
+        for name, ids in want.items():
+            if ids is None:
+                for k in range(self.n_shards):
+                    out[k][name] = None
+                continue
+            owner = self.shardings[name].shard_of(ids)
+            for k in range(self.n_shards):
+                out[k][name] = np.searchsorted(self._rows[k][name], ids[owner == k])
+        return out
+
+    def gather(
+        self, want: Mapping[str, np.ndarray | None], pulls: Sequence[Mapping[str, np.ndarray]]
+    ) -> dict[str, np.ndarray]:
+        """The rows ``want`` named, in its order, from each shard's answer to ``locate``."""
+        out = {}
+        for name, ids in want.items():
+            if ids is None:
+                out[name] = self.assemble([{name: p[name]} for p in pulls])[name]
+                continue
+            owner = self.shardings[name].shard_of(ids)
+            values = np.empty((len(ids), self.shapes[name][1]), self.dtypes[name])
+            for k, pulled in enumerate(pulls):
+                values[owner == k] = pulled[name]
+            out[name] = values
+        return out
+
+    def check_request(self, want: Mapping[str, np.ndarray | None] | None) -> dict:
+        """A worker's request (``WorkerPart.rows``) as sorted unique int64 ids per table; a
+        table it does not know or ids out of range are an error naming the table."""
+        if want is None:
+            return {name: None for name in self.shapes}
+        out = {}
+        for name, ids in want.items():
+            if name not in self.shapes:
+                raise ScarError(f"rows(): no table {name!r} (tables: {', '.join(self.shapes)})")
+            if ids is not None:
+                ids = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+                n = self.shapes[name][0]
+                if ids.size and (ids[0] < 0 or ids[-1] >= n):
+                    raise ScarError(f"rows(): table {name!r}: row ids outside 0..{n - 1}")
+            out[name] = ids
+        return out
+
+    def check_update(self, name: str, u: Update) -> None:
+        """A worker's update of table ``name`` must name known rows, in range, sorted and
+        unique, with one value row of the table's width per row."""
+        if name not in self.shapes:
+            raise ScarError(f"update of unknown table {name!r} (tables: {', '.join(self.shapes)})")
+        if u.op not in OPS:
+            raise ScarError(f"table {name!r}: unknown update op {u.op!r} (ops: add, set)")
+        n, width = self.shapes[name]
+        rows = n if u.rows is None else len(u.rows)
+        shape = getattr(u.values, "shape", None)
+        if shape != (rows, width):
+            raise ScarError(
+                f"table {name!r}: update values must have shape ({rows}, {width}) "
+                f"for {'every row' if u.rows is None else f'{rows} rows'}, got {shape}"
+            )
+        if u.rows is not None and len(u.rows):
+            r = np.asarray(u.rows)
+            if r.ndim != 1 or not np.issubdtype(r.dtype, np.integer):
+                raise ScarError(f"table {name!r}: update rows must be a 1-D array of ids")
+            if r[0] < 0 or r[-1] >= n or (len(r) > 1 and not (np.diff(r) > 0).all()):
+                raise ScarError(
+                    f"table {name!r}: update rows must be sorted unique ids in 0..{n - 1}"
+                )
+
     def split(self, updates: Mapping[str, Update]) -> list[dict[str, Update]]:
         """Cut each table's update into per-shard updates with shard-local row positions."""
         out: list[dict[str, Update]] = [{} for _ in range(self.n_shards)]
         for name, u in updates.items():
-            if u.op not in OPS:
-                raise ValueError(f"unknown update op {u.op!r}")
+            self.check_update(name, u)
             if u.rows is None:
                 for k in range(self.n_shards):
                     out[k][name] = Update(None, u.values[self._rows[k][name]], u.op)
@@ -133,8 +204,18 @@ class WorkerPart(ABC):
     worker-side state (LDA: topic assignments, document-topic counts): ``state`` returns a
     copy of it, ``set_state`` reinstates one (full rollback, re-deal after a restore)."""
 
+    def rows(self, iteration: int, args: Any) -> Mapping[str, np.ndarray | None] | None:
+        """The rows this worker reads in ``iteration`` (with the split's ``worker_args``):
+        per table, global row ids (any order, repeats allowed: the runtime sorts them and
+        drops the repeats) or None for every row; a table left out is not pulled. None (the
+        default): every row of every table. Asked only when the split has ``sparse_pulls``."""
+        return None
+
     @abstractmethod
-    def update(self, tables: Tables, iteration: int, args: Any) -> dict[str, Update]: ...
+    def update(self, tables: Tables, iteration: int, args: Any) -> dict[str, Update]:
+        """This worker's half of ``iteration``. ``tables``: what :meth:`rows` asked for - per
+        table the requested rows in increasing id order (every row: the whole table). Returns
+        an :class:`Update` per table it changes (global row ids, sorted and unique)."""
 
     def state(self) -> dict[str, np.ndarray]:
         return {}
@@ -175,6 +256,10 @@ class Split(ABC):
     rule: ServerRule
     #: True when workers hold state the objective and recovery need (see WorkerPart.state).
     worker_state: bool = False
+    #: True when each worker pulls only the rows its batch needs (``WorkerPart.rows``),
+    #: straight from the shards; False: every worker reads every row of every table (one
+    #: read per shard per iteration, shared by the workers).
+    sparse_pulls: bool = False
 
     def __init__(self, algorithm: Algorithm) -> None:
         self.algorithm = algorithm
@@ -204,6 +289,15 @@ class Split(ABC):
     ) -> list[dict[str, np.ndarray]] | None:
         """Worker states made consistent with restored ``rows`` (None = all) after a failure
         after ``iteration``; None when nothing changes (no worker state)."""
+        return None
+
+    def after_worker_loss(
+        self, tables: Tables, states: Sequence[Mapping[str, np.ndarray]], lost: list[int]
+    ) -> dict[str, Update] | None:
+        """Workers ``lost`` were replaced and given their state as last snapshotted (in
+        ``states``, with every other worker's current state): the row changes (op ``"add"``
+        or ``"set"``) that make the tables agree with these states again. None: none needed
+        (workers without state)."""
         return None
 
     @property
@@ -257,15 +351,22 @@ class MLRSplit(Split):
 
 # -- sparse LR --------------------------------------------------------------------------------
 class SparseLRPart(WorkerPart):
-    def __init__(self, idx: np.ndarray, y: np.ndarray) -> None:
-        self.idx, self.y = idx, y
+    """Pulls the weights of the features its batch holds and the bias (the last row)."""
+
+    def __init__(self, idx: np.ndarray, y: np.ndarray, n_rows: int) -> None:
+        self.idx, self.y, self.n_rows = idx, y, n_rows
+
+    def rows(self, iteration, args):
+        return {"weights": np.append(np.unique(self.idx[args]), self.n_rows - 1)}
 
     def update(self, tables, iteration, args):
-        w = tables["weights"]
+        w = tables["weights"]  # the rows asked for, the bias last
         if len(args) == 0:
             return {"weights": Update(np.empty(0, np.int64), np.empty((0, 1), w.dtype))}
-        rows, g, _ = logloss_gradient(self.idx[args], self.y[args], w)
-        return {"weights": Update(rows, g)}
+        ids = self.rows(iteration, args)["weights"]
+        local = np.searchsorted(ids, self.idx[args])
+        rows, g, _ = logloss_gradient(local, self.y[args], w)
+        return {"weights": Update(ids[rows], g)}
 
 
 class SparseLRSplit(Split):
@@ -274,6 +375,7 @@ class SparseLRSplit(Split):
 
     rule = DescentRule()
     algorithm: SparseLR
+    sparse_pulls = True
 
     @property
     def n_examples(self) -> int:
@@ -282,7 +384,7 @@ class SparseLRSplit(Split):
     def parts(self, n_workers):
         d = self.algorithm.data
         return [
-            SparseLRPart(d.idx[lo:hi].copy(), d.y[lo:hi].copy())
+            SparseLRPart(d.idx[lo:hi].copy(), d.y[lo:hi].copy(), self.algorithm.shape[0])
             for lo, hi in self._ranges(n_workers)
         ]
 

@@ -1,0 +1,145 @@
+"""The parameter server's data path and its replaceable workers: sparse pulls move only the
+rows a batch needs, shard to worker; the coordinator moves no table data while it iterates; a
+killed worker is replaced and its iteration redone (stateless workers: the same trajectory as a
+run without the kill; LDA: the replacement's topic assignments from the last checkpoint
+iteration, with the counts corrected to stay exact); bad updates are refused by name."""
+
+import numpy as np
+import pytest
+from runtime_helpers import close, lda_counts, make_trainer, run_steps
+
+from scar.algorithms.lda_gibbs import LDA
+from scar.errors import ScarError
+from scar.runtime.local import LocalCluster
+from scar.runtime.split import Layout, Update
+
+
+class CountingCluster(LocalCluster):
+    """The local cluster, counting the rows every call to the shards returns, by method."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+
+    def call(self, h, method, *args, num_returns=1):
+        out = super().call(h, method, *args, num_returns=num_returns)
+        if h.role == "shard" and method in ("read", "pull") and out.error is None:
+            n = sum(len(v) for v in out.value.values())
+            self.rows[method] = self.rows.get(method, 0) + n
+        return out
+
+
+SPARSE = dict(model="sparse-lr", dataset="criteo-synth", shards=4, workers=2)
+SPARSE.update(synth={"examples": 4000, "hash_bits": 14, "fields": 8}, hyper={"batch_size": 64})
+
+
+def test_sparse_pulls_read_only_the_rows_a_batch_touches(tmp_path):
+    cluster = CountingCluster()
+    t = make_trainer(cluster, tmp_path, **SPARSE, eval_every=1000, iterations=1000)
+    cluster.rows.clear()
+    run_steps(t, 5)
+    a = t.split.algorithm
+    want = 0
+    for it in range(1, 6):
+        for lo, hi in t.split._ranges(2):
+            b = a.batch(it)
+            mine = a.data.idx[b[(b >= lo) & (b < hi)]]
+            want += len(np.unique(mine)) + 1  # and the bias
+    assert cluster.rows == {"read": want}  # no full pull: the objective was not asked for
+    assert want < 5 * 2 * 200 < t.layout.shapes["weights"][0]
+    close(t)
+
+
+def test_sparse_pulls_give_the_dense_trajectory(tmp_path, monkeypatch):
+    sparse = make_trainer(LocalCluster(), tmp_path / "s", **SPARSE)
+    dense = make_trainer(LocalCluster(), tmp_path / "d", **SPARSE)
+    monkeypatch.setattr(dense.split, "sparse_pulls", False)
+
+    def full_tables_update(part):  # the worker before sparse pulls: every row
+        from scar.algorithms.sparse_lr import logloss_gradient
+
+        def update(tables, iteration, args):
+            rows, g, _ = logloss_gradient(part.idx[args], part.y[args], tables["weights"])
+            return {"weights": Update(rows, g)}
+
+        return update
+
+    for w in dense.workers:
+        w.actor.part.update = full_tables_update(w.actor.part)
+    run_steps(sparse, 6)
+    run_steps(dense, 6)
+    assert sparse.trajectory == dense.trajectory
+    np.testing.assert_array_equal(sparse.tables["weights"], dense.tables["weights"])
+    close(sparse)
+    close(dense)
+
+
+@pytest.mark.parametrize("runtime", ["local", "ray"])
+def test_a_killed_worker_is_replaced_and_the_run_is_the_run_without_the_kill(
+    runtime, ray_cluster, tmp_path
+):
+    cluster = ray_cluster if runtime == "ray" else LocalCluster()
+    kw = dict(SPARSE, iterations=9, checkpoint="priority", fraction=0.25, period=4)
+    killed = make_trainer(cluster, tmp_path / "k", **kw, kill_workers=3)
+    clean = make_trainer(LocalCluster(), tmp_path / "c", **kw)
+    out = killed.run()
+    run_steps(clean, 9)
+    assert [f["iteration"] for f in out["worker_failures"]] == [3, 6]
+    assert all(len(f["workers"]) == 1 and f["workers"][0] in (0, 1) for f in out["worker_failures"])
+    assert out["totals"]["worker_failures"] == 2 and out["totals"]["steps"] == 9
+    assert out["iterations"] == [i for i, _ in clean.trajectory]
+    assert out["objective"] == [v for _, v in clean.trajectory]  # the redone iterations: exact
+    close(clean)
+
+
+@pytest.mark.parametrize("runtime", ["local", "ray"])
+def test_a_killed_lda_worker_gets_its_checkpointed_state_and_the_counts_stay_exact(
+    runtime, ray_cluster, tmp_path
+):
+    cluster = ray_cluster if runtime == "ray" else LocalCluster()
+    kw = dict(model="lda", dataset="reuters", hyper={"topics": 8}, shards=3, workers=2)
+    kw.update(checkpoint="full", period=3, async_writes=False)
+    t = make_trainer(cluster, tmp_path, **kw)
+    run_steps(t, 5)  # snapshots of the workers' state at 3 (the last checkpoint iteration)
+    z3 = t.worker_states(t._snapshots[3])[1]["z"].copy()
+    t.kill_workers([1])
+    run_steps(t, 1)  # finds it dead: replaced with its state of iteration 3, nothing applied
+    f = t.worker_failures[0]
+    assert (f.workers, f.state_from, t.iteration) == ([1], 3, 5)
+    np.testing.assert_array_equal(t.worker_states()[1]["z"], z3)
+    nwt, ndt = lda_counts(t)
+    np.testing.assert_array_equal(nwt, t.tables[LDA.TABLE])  # counts agree with every z
+    states = t.worker_states()
+    np.testing.assert_array_equal(ndt, np.concatenate([s["doc_topic"] for s in states]))
+    run_steps(t, 3)
+    assert t.iteration == 8
+    np.testing.assert_array_equal(lda_counts(t)[0], t.tables[LDA.TABLE])
+    close(t)
+
+
+def test_an_update_out_of_range_or_of_the_wrong_width_names_its_table():
+    layout = Layout({"emb": (10, 4), "w": (3, 1)}, 2)
+    with pytest.raises(ScarError, match=r"table 'emb'.*0\.\.9"):
+        layout.split({"emb": Update(np.array([2, 10]), np.zeros((2, 4)))})
+    with pytest.raises(ScarError, match=r"table 'emb'.*shape \(2, 4\).*\(2, 3\)"):
+        layout.split({"emb": Update(np.array([2, 5]), np.zeros((2, 3)))})
+    with pytest.raises(ScarError, match=r"table 'emb'.*sorted unique"):
+        layout.split({"emb": Update(np.array([5, 2]), np.zeros((2, 4)))})
+    with pytest.raises(ScarError, match=r"unknown table 'v'"):
+        layout.split({"v": Update(None, np.zeros((3, 1)))})
+    with pytest.raises(ScarError, match=r"table 'w'.*shape \(3, 1\)"):
+        layout.split({"w": Update(None, np.zeros((2, 1)))})
+    with pytest.raises(ScarError, match=r"rows\(\): table 'emb'.*0\.\.9"):
+        layout.check_request({"emb": [1, 11]})
+
+
+def test_a_worker_returning_bad_rows_ends_the_run_with_that_error(tmp_path, monkeypatch):
+    t = make_trainer(LocalCluster(), tmp_path, **SPARSE)
+    part = type(t.split.parts(1)[0])
+    monkeypatch.setattr(
+        part,
+        "update",
+        lambda self, tables, it, args: {"weights": Update(np.array([-1]), np.zeros((1, 1)))},
+    )
+    with pytest.raises(ScarError, match="table 'weights'.*sorted unique ids"):
+        run_steps(t, 1)
+    close(t)
