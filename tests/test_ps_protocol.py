@@ -143,3 +143,59 @@ def test_a_worker_returning_bad_rows_ends_the_run_with_that_error(tmp_path, monk
     with pytest.raises(ScarError, match="table 'weights'.*sorted unique ids"):
         run_steps(t, 1)
     close(t)
+
+
+@pytest.mark.parametrize("kind", ["adagrad", "adam"])
+def test_the_optimizer_rules_follow_torch(kind):
+    """A table pushed every iteration: AdagradRule and AdamRule give torch's Adagrad and Adam
+    (to float32 rounding); a row never pushed keeps its value and its slots."""
+    import torch
+
+    from scar.runtime.split import AdagradRule, AdamRule
+
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(6, 3)).astype(np.float32)
+    rule = AdagradRule(lr=0.1, initial=0.1) if kind == "adagrad" else AdamRule(lr=0.05)
+    slots = {s: np.full((6, w or 3), init, np.float32) for s, (w, init) in rule.slots("t").items()}
+    live = w0.copy()
+    p = torch.nn.Parameter(torch.from_numpy(w0[:5].copy()))
+    opt = (
+        torch.optim.Adagrad([p], lr=0.1, initial_accumulator_value=0.1)
+        if kind == "adagrad"
+        else torch.optim.Adam([p], lr=0.05)
+    )
+    for _ in range(7):
+        g = rng.normal(size=(5, 3)).astype(np.float32)
+        rule.apply("t", live, np.arange(5), g * 4, {"scale": 0.25}, slots)
+        p.grad = torch.from_numpy(g)
+        opt.step()
+    np.testing.assert_allclose(live[:5], p.detach().numpy(), rtol=2e-5, atol=2e-6)
+    np.testing.assert_array_equal(live[5], w0[5])
+    for s, (_, init) in rule.slots("t").items():
+        assert (slots[s][5] == init).all()
+
+
+def test_optimizer_slots_live_on_the_shards_and_come_back_with_their_rows(tmp_path, monkeypatch):
+    """Sparse LR with Adagrad on the shards: the slot table is checkpointed with its rows
+    (same row ids, same versions) and a partial recovery restores both."""
+    from scar.runtime.split import AdagradRule, SparseLRSplit
+    from scar.store import open_store
+    from scar.store.urls import shard_url
+
+    monkeypatch.setattr(SparseLRSplit, "rule", AdagradRule(lr=0.05))
+    kw = dict(SPARSE, checkpoint="priority", fraction=0.25, period=4, async_writes=False)
+    t = make_trainer(LocalCluster(), tmp_path, **kw)
+    run_steps(t, 6)
+    shard = t.shards[2].actor
+    before = {n: shard.state[n].copy() for n in ("weights", "weights.sum")}
+    assert (before["weights.sum"] > 0).any()
+    t.kill([2])
+    run_steps(t, 1)  # recovers shard 2 from its store, then runs iteration 6 again
+    s = open_store(shard_url(t.cfg.store, 2), readonly=True)
+    np.testing.assert_array_equal(
+        s.saved_iteration("weights"), s.saved_iteration("weights.sum")
+    )
+    s.close()
+    assert t.failures[0].rows_restored == 2 * len(before["weights"])
+    assert t.iteration == 6 and np.isfinite(t.shards[2].actor.state["weights.sum"]).all()
+    close(t)

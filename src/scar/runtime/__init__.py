@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from typing import Any
 
+from ..errors import ConfigError
 from .config import RUNTIMES, TrainConfig, build_split
 from .coordinator import Failure, RuntimeFailure, Trainer
 from .local import LocalCluster
@@ -23,19 +24,30 @@ __all__ = [
 ]
 
 
-def make_cluster(runtime: str):
-    return RayCluster() if runtime == "ray" else LocalCluster()
+def make_cluster(runtime: str, ray_address: str | None = None, timeout: float = 60.0):
+    """The cluster of ``runtime``; for ray, the existing one at ``ray_address`` if given (joined
+    within ``timeout`` seconds), else a local one started here."""
+    if runtime == "ray":
+        return RayCluster(address=ray_address, timeout=timeout)
+    return LocalCluster()
 
 
 def train(cfg: TrainConfig, progress=None) -> dict[str, Any]:
     """Run ``cfg`` end to end; the result document of ``scar train``."""
     cfg.validate()
     split = build_split(cfg)
+    cluster = make_cluster(cfg.runtime, cfg.ray_address, cfg.timeout)
     tmp = None
     store = cfg.store
     if store is None:
+        if cfg.ray_address is not None and (others := cluster.other_hosts()):
+            cluster.shutdown()
+            raise ConfigError(
+                f"the Ray cluster at {cfg.ray_address} has nodes on other machines "
+                f"({', '.join(sorted(others))}): give a store URL (--store) that every node "
+                "can reach (a shared file system path or s3://)"
+            )
         tmp = store = tempfile.mkdtemp(prefix="scar-train-")
-    cluster = make_cluster(cfg.runtime)
     try:
         trainer = Trainer(cfg, split, cluster, store)
         return trainer.run(progress)

@@ -22,6 +22,7 @@ from ..validation import (
     DEFAULT_SAVE_PRIORITY,
     DEFAULT_SHARDING,
 )
+from .ray_ps import ADDRESS_FORM, parse_address
 
 RUNTIMES = ("local", "ray")
 # the experiments' models and data sets, plus sparse LR on synthetic data (for scale)
@@ -34,6 +35,7 @@ OPTIMIZERS = {**{m: MODEL_OPTIMIZERS[m] for m in _SPLIT_MODELS}, "sparse-lr": ("
 @dataclass
 class TrainConfig:
     runtime: str = "local"
+    ray_address: str | None = None  # ray: join the cluster there (HOST:PORT), else start one
     model: str = "mlr"
     dataset: str = "digits"
     optimizer: str | None = None  # mlr: gd or sgd; the model's only one otherwise
@@ -67,6 +69,11 @@ class TrainConfig:
         name = check.namer(flags)
         model = f"for model {self.model}"
         check.one_of(name("runtime"), self.runtime, RUNTIMES)
+        if self.ray_address is not None:
+            if self.runtime != "ray":
+                raise ConfigError(f"{name('ray_address')} goes with {name('runtime')} ray")
+            if parse_address(self.ray_address) is None:
+                check.fail(name("ray_address"), ADDRESS_FORM, self.ray_address)
         check.one_of(name("model"), self.model, TRAIN_MODELS)
         check.one_of(name("dataset"), self.dataset, TRAIN_MODELS[self.model], note=model)
         self.optimizer = self.optimizer or OPTIMIZERS[self.model][0]

@@ -35,7 +35,7 @@ from ..validation import (
     DEFAULT_POLICY,
     DEFAULT_SAVE_PRIORITY,
 )
-from .split import Layout, ServerRule, Update, WorkerPart, combine
+from .split import Layout, ServerRule, Update, WorkerPart, combine, slot_table
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,17 @@ class ShardServer:
             tables = {n: np.full(s, np.nan, layout.dtypes[n]) for n, s in shapes.items()}
         else:
             tables = {n: np.array(initial[n], copy=True) for n in shapes}
+        # the rule's optimizer state: tables beside their table's rows, saved with them
+        self.slots: dict[str, dict[str, np.ndarray]] = {}
+        follows = {}
+        for n, (rows, width) in shapes.items():
+            self.slots[n] = {}
+            for slot, (w, init) in rule.slots(n).items():
+                full = slot_table(n, slot)
+                value = np.nan if initial is None else init
+                tables[full] = np.full((rows, w or width), value, layout.dtypes[n])
+                self.slots[n][slot] = tables[full]
+                follows[full] = n
         self.state = State(tables, n_shards=1)
         self.store = open_store(
             self.url,
@@ -135,7 +146,7 @@ class ShardServer:
         )
         policy = shard_policy(ckpt, k, {n: s[0] for n, s in shapes.items()})
         self.tracked = policy if isinstance(policy, TrackedPriority) else None
-        self.ckpt = Checkpointer(self.state, policy, self.store)
+        self.ckpt = Checkpointer(self.state, policy, self.store, follows=follows)
         self.pending: list[int] = []  # iterations of saves that may still be in flight
         idle = ckpt.background_priority == "idle"
         self._saver = SaveThread(self._save, idle) if ckpt.async_writes else None
@@ -187,7 +198,7 @@ class ShardServer:
         or None for every row; None: every row of every table), copied."""
         with self._serving():
             if request is None:
-                return {n: t.copy() for n, t in self.state.items()}
+                return {n: self.state[n].copy() for n in self.slots}
             return {
                 n: self.state[n].copy() if ids is None else self.state[n][ids]
                 for n, ids in request.items()
@@ -200,11 +211,12 @@ class ShardServer:
     def _apply(self, iteration: int, args: Any, *pushes: Mapping[str, Update]) -> dict[str, Any]:
         """Apply every worker's pushes for ``iteration``, then checkpoint if the policy is due."""
         waited = self._join()
-        for name, live in self.state.items():
+        for name, slots in self.slots.items():
+            live = self.state[name]
             ups = [p[name] for p in pushes if name in p]
             rows, total = combine(live.shape[0], ups)
             if total is not None:
-                self.rule.apply(name, live, rows, total, args)
+                self.rule.apply(name, live, rows, total, args, slots)
                 if self.tracked is not None:
                     self.tracked.touch(name, rows)
             for u in ups:

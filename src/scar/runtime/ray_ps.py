@@ -1,19 +1,27 @@
-"""The Ray cluster: shard servers and workers as Ray actors on a local, loopback-only cluster.
+"""The Ray cluster: shard servers and workers as Ray actors, on a local, loopback-only cluster
+started here or on an existing cluster joined at its address (``scar train --ray-address``).
 
-Every actor takes ``num_cpus=0`` (the 2-core machine runs several per core) and is never
-restarted by Ray: the coordinator owns failure handling. A kill is a real ``SIGKILL`` of the
-actor's process; its death surfaces as ``RayActorError`` on the next call (or a timeout), which
-``get`` reports as :class:`~scar.runtime.local.NodeLost`.
+Every actor takes ``num_cpus=0`` (the 2-core machine runs several per core), is spread over the
+cluster's nodes (so one node's loss does not take every shard) and is never restarted by Ray:
+the coordinator owns failure handling. A kill is a real ``SIGKILL`` of the actor's process; its
+death surfaces as ``RayActorError`` on the next call (or a timeout), which ``get`` reports as
+:class:`~scar.runtime.local.NodeLost`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-from ..errors import ScarError
+from ..errors import ConfigError, ScarError
 from .local import Cluster, Handle, NodeLost
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
@@ -80,20 +88,162 @@ def init_ray(num_cpus: int = 2) -> bool:
     return True
 
 
+_ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})")
+ADDRESS_FORM = "HOST:PORT (port 1..65535; the GCS address `ray start --head` prints, not 'auto')"
+PROBE_SECONDS = 5.0  # at most this long (and never beyond the run's timeout) for the TCP probe
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a Ray cluster's address ``HOST:PORT``; None if it is not one."""
+    m = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
+    if m is None or not 1 <= int(m["port"]) <= 65535:
+        return None
+    return m["host"].strip("[]"), int(m["port"])
+
+
+def join_ray(address: str, timeout: float = 60.0) -> None:
+    """Connect this process, as a driver, to the Ray cluster whose GCS is at ``address``.
+
+    Fails with one line (:class:`ConfigError`) if nothing answers there, if what answers is not
+    a Ray cluster this driver can join, or if joining takes longer than ``timeout`` seconds.
+    The driver must run on one of the cluster's nodes (Ray connects it to that node's raylet)."""
+    where = f"--ray-address {address}"
+    parsed = parse_address(address)
+    if parsed is None:
+        raise ConfigError(f"{where}: not {ADDRESS_FORM}")
+    ray = import_ray()
+    if ray.is_initialized():
+        raise ConfigError(f"{where}: this process is connected to a Ray cluster already")
+    try:
+        socket.create_connection(parsed, timeout=min(PROBE_SECONDS, timeout)).close()
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise ConfigError(f"{where}: no Ray cluster answers there ({reason})") from None
+
+    # ray.init blocks for minutes when what answers is not a Ray GCS, and its C++ client prints
+    # a warning every few seconds meanwhile: it runs on a thread, bounded by the timeout, with
+    # the process's stderr set aside
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - reported below, as one line
+            outcome.append(e)
+
+    thread = threading.Thread(target=connect, name="scar-join-ray", daemon=True)
+    with _stderr_set_aside() as aside:
+        thread.start()
+        thread.join(timeout)
+    if not outcome:
+        said = _last_ray_warning(aside)
+        raise ConfigError(
+            f"{where}: no Ray cluster let this driver join within {timeout:g} s"
+            f"{f' ({said})' if said else ''}; is it a Ray GCS, and is this machine one of its "
+            "nodes?"
+        )
+    if outcome[0] is not None:
+        raise ConfigError(f"{where}: cannot join the Ray cluster there ({_cause(outcome[0])})")
+    if threading.current_thread() is threading.main_thread():
+        # what ray.init does on the main thread (not on ours): SIGTERM ends the run in an orderly way
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+
+
+@contextlib.contextmanager
+def _stderr_set_aside() -> Iterator[list[str]]:
+    """Send this process's file descriptor 2 to a temporary file; yields the lines written
+    there (filled in at the end)."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            lines.extend(f.read().decode(errors="replace").splitlines())
+
+
+def _last_ray_warning(lines: list[str]) -> str:
+    """What Ray's C++ client said last (``[time W pid tid] file.h:153: <what>``), if anything."""
+    for line in reversed(lines):
+        m = re.search(r"\] \S+:\d+: (.+)", line)
+        if m:
+            return m.group(1).strip()
+    return ""
+
+
+def _cause(e: BaseException) -> str:
+    """An exception of ray.init in one line: its type, its first line and its cause's."""
+    parts = []
+    while e is not None and len(parts) < 2:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        parts.append(f"{type(e).__name__}: {first}" if first else type(e).__name__)
+        e = e.__cause__
+    return "; ".join(parts)
+
+
+def _node_id(_actor: Any) -> str:
+    """Run inside an actor (``__ray_call__``): the id of the node its process runs on."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _node_ip(_actor: Any) -> str:
+    """Run inside an actor: the IP address of its node (nodes on one machine share it)."""
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
+def _sigkill_self(_actor: Any) -> None:
+    """Run inside an actor: ``SIGKILL`` its own process (a kill on another machine)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class RayCluster(Cluster):
+    """Shards and workers as Ray actors: on a local cluster started here (``address`` None) or
+    on the existing cluster at ``address`` (``HOST:PORT``, its GCS), joined within ``timeout``
+    seconds. A cluster joined is never shut down here: :meth:`shutdown` only disconnects."""
+
     name = "ray"
 
-    def __init__(self, num_cpus: int = 2) -> None:
+    def __init__(
+        self, num_cpus: int = 2, address: str | None = None, timeout: float = 60.0
+    ) -> None:
         self.ray = import_ray()
-        self._owner = init_ray(num_cpus)
+        self.address = address
+        if address is None:
+            self._owner = init_ray(num_cpus)
+        else:
+            join_ray(address, timeout)
+            self._owner = True  # connected here: disconnect in shutdown (the cluster stays)
         quiet_kills()
         self._classes: dict[type, Any] = {}
 
     def start(self, role, index, cls, *args):
         remote = self._classes.get(cls)
         if remote is None:
-            remote = self._classes[cls] = self.ray.remote(num_cpus=0, max_restarts=0)(cls)
+            remote = self._classes[cls] = self.ray.remote(
+                num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD"
+            )(cls)
         return Handle(role, index, remote.remote(*args))
+
+    def node_of(self, h: Handle, timeout: float = 30.0) -> str:
+        """The id (hex) of the Ray node whose process runs ``h``'s actor."""
+        return self.get(h, h.actor.__ray_call__.remote(_node_id), timeout)
+
+    def other_hosts(self) -> set[str]:
+        """The IP addresses of the cluster's live nodes on machines other than this one."""
+        here = self.ray.util.get_node_ip_address()
+        hosts = {n["NodeManagerAddress"] for n in self.ray.nodes() if n.get("Alive")}
+        return hosts - {here}
 
     def call(self, h, method, *args, num_returns=1):
         m = getattr(h.actor, method)
@@ -123,16 +273,32 @@ class RayCluster(Cluster):
             raise ScarError(f"{h.role} {h.index} failed: {type(cause).__name__}: {cause}") from None
 
     def kill(self, h):
-        """SIGKILL the actor's process (its pid is cached at start), then drop the handle."""
+        """SIGKILL the actor's process (its pid is cached at start), then drop the handle. On
+        another machine of a joined cluster the actor's process kills itself, and the kill
+        waits (at most 30 s) until Ray sees it gone."""
         pid = h.meta.get("pid")
         if pid is None:
             pid = self.ray.get(h.actor.pid.remote(), timeout=30)
         KILLED.add(pid)
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            here = self.address is None or self._on_this_machine(h)
+        except NodeLost:  # dead already
+            here = False
+        else:
+            if not here:
+                self.ray.wait([h.actor.__ray_call__.remote(_sigkill_self)], timeout=30)
+        if here:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         h.dead = True
+
+    def _on_this_machine(self, h: Handle) -> bool:
+        ip = h.meta.get("ip")
+        if ip is None:
+            ip = h.meta["ip"] = self.get(h, h.actor.__ray_call__.remote(_node_ip), 30.0)
+        return ip == self.ray.util.get_node_ip_address()
 
     def discard(self, h: Handle) -> None:
         """Make sure a node given up on (dead or hung) is gone."""
@@ -142,5 +308,7 @@ class RayCluster(Cluster):
             pass
 
     def shutdown(self):
+        """Stop the local cluster started here, or disconnect from the cluster joined (which
+        keeps running: ray.shutdown stops only what ray.init started)."""
         if self._owner and self.ray.is_initialized():
             self.ray.shutdown()

@@ -225,18 +225,38 @@ class WorkerPart(ABC):
 
 
 class ServerRule(ABC):
-    """A shard's half of the iteration: apply the summed pushes to its live rows."""
+    """A shard's half of the iteration: apply the summed pushes to its live rows.
+
+    ``slots(name)``: the optimizer state a rule keeps for table ``name`` (Adagrad's sum of
+    squares, Adam's moments), as tables of the same rows beside it on the shards, each with
+    its initial value. The shards checkpoint a slot row whenever they checkpoint its row and
+    restore them together; workers never pull them. ``apply`` receives them by slot name."""
+
+    def slots(self, name: str) -> dict[str, tuple[int, float]]:
+        """Per slot: (width - 0 for the table's own width - and initial value)."""
+        return {}
 
     @abstractmethod
     def apply(
-        self, name: str, live: np.ndarray, rows: np.ndarray | None, total: np.ndarray, args: Any
+        self,
+        name: str,
+        live: np.ndarray,
+        rows: np.ndarray | None,
+        total: np.ndarray,
+        args: Any,
+        slots: Mapping[str, np.ndarray],
     ) -> None: ...
+
+
+def slot_table(name: str, slot: str) -> str:
+    """The name of a rule's slot table of table ``name`` in the shards' state and stores."""
+    return f"{name}.{slot}"
 
 
 class AddRule(ServerRule):
     """``w[rows] += sum``: counts (LDA) and other additive deltas."""
 
-    def apply(self, name, live, rows, total, args):
+    def apply(self, name, live, rows, total, args, slots):
         if rows is None:
             live += total
         else:
@@ -244,10 +264,67 @@ class AddRule(ServerRule):
 
 
 class DescentRule(ServerRule):
-    """``w[rows] -= lr * (sum * scale + l2 * w[rows])``: gradient descent on summed gradients."""
+    """``w[rows] -= lr * (sum * scale + l2 * w[rows])``: gradient descent on summed gradients
+    (``args``: lr, scale, l2 from the split's ``server_args``)."""
 
-    def apply(self, name, live, rows, total, args):
+    def apply(self, name, live, rows, total, args, slots):
         sgd_apply(live, slice(None) if rows is None else rows, total, **args)
+
+
+class AdagradRule(ServerRule):
+    """Row-wise Adagrad on the mean gradient ``g = sum * scale`` (``args["scale"]``, default
+    1): ``acc[rows] += g**2``, ``w[rows] -= lr * g / (sqrt(acc[rows]) + eps)``. Rows not
+    pushed are untouched (as torch's sparse Adagrad)."""
+
+    def __init__(self, lr: float = 0.01, eps: float = 1e-10, initial: float = 0.0) -> None:
+        check.positive("lr", lr)
+        check.positive("eps", eps)
+        check.non_negative("initial", initial)
+        self.lr, self.eps, self.initial = lr, eps, initial
+
+    def slots(self, name):
+        return {"sum": (0, self.initial)}
+
+    def apply(self, name, live, rows, total, args, slots):
+        at = slice(None) if rows is None else rows
+        t = live.dtype.type
+        g = total * t((args or {}).get("scale", 1.0))
+        acc = slots["sum"][at] + g * g
+        slots["sum"][at] = acc
+        live[at] -= t(self.lr) * g / (np.sqrt(acc) + t(self.eps))
+
+
+class AdamRule(ServerRule):
+    """Row-wise (lazy) Adam on the mean gradient ``g = sum * scale``: each row keeps its own
+    moments and step count (slots ``exp_avg``, ``exp_avg_sq``, ``step``), advanced only when
+    the row is pushed - torch's SparseAdam; for a dense table pushed every iteration, Adam."""
+
+    def __init__(
+        self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
+        check.positive("lr", lr)
+        check.positive("eps", eps)
+        for b in betas:
+            if not 0.0 <= b < 1.0:
+                check.fail("betas", "two numbers in [0, 1)", betas)
+        self.lr, self.betas, self.eps = lr, tuple(betas), eps
+
+    def slots(self, name):
+        return {"exp_avg": (0, 0.0), "exp_avg_sq": (0, 0.0), "step": (1, 0.0)}
+
+    def apply(self, name, live, rows, total, args, slots):
+        at = slice(None) if rows is None else rows
+        t = live.dtype.type
+        b1, b2 = self.betas
+        g = total * t((args or {}).get("scale", 1.0))
+        step = slots["step"][at] + 1
+        slots["step"][at] = step
+        m = slots["exp_avg"][at] * t(b1) + g * t(1 - b1)
+        v = slots["exp_avg_sq"][at] * t(b2) + g * g * t(1 - b2)
+        slots["exp_avg"][at], slots["exp_avg_sq"][at] = m, v
+        m_hat = m / (1 - t(b1) ** step)
+        v_hat = v / (1 - t(b2) ** step)
+        live[at] -= t(self.lr) * m_hat / (np.sqrt(v_hat) + t(self.eps))
 
 
 class Split(ABC):
