@@ -112,7 +112,7 @@ def test_partial_recovery_never_costs_more_than_full_for_any_lost_subset(gd):
     def branch(ckpt, fail_at, lost, mode):
         c = copy.deepcopy(ckpt)
         ev = failure_event(algo, clean, c, list(lost), mode)
-        executed, censored, _ = run_with_event(
+        executed, _, censored, _ = run_with_event(
             algo, clean, c.state, 1, cap, fail_at, ev, c, start=fail_at
         )
         assert not censored

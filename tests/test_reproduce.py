@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scar.experiments.report import reduction_ci
+from scar.experiments.cell import reduction_ci
 
 ARGS = [
     "reproduce",
@@ -75,10 +75,7 @@ def test_headline_numbers_in_the_report_match_the_json(run):
         assert mean == round(s["rework_mean"], 2) and std == round(s["rework_std"], 2)
         assert (lo, hi) == (round(s["rework_ci95"][0], 2), round(s["rework_ci95"][1], 2))
     t, s = docs["traditional"]["summary"]["rework_mean"], docs["scar"]["summary"]["rework_mean"]
-    lo, hi = reduction_ci(
-        [x["rework"] for x in docs["traditional"]["trials"]],
-        [x["rework"] for x in docs["scar"]["trials"]],
-    )
+    lo, hi = reduction_ci(docs["traditional"]["trials"], docs["scar"]["trials"])
     assert lo <= 1 - s / t <= hi
     assert cells[6] == f"{100 * (1 - s / t):.0f} % [{100 * lo:.0f} %, {100 * hi:.0f} %]"
     assert int(cells[2]) == docs["scar"]["clean"]["clean_iterations"]
@@ -159,10 +156,27 @@ def test_report_needs_results(tmp_path):
     assert r.returncode == 2 and "no results" in r.stderr
 
 
+def trials(reworks, first_seed=0):
+    return [{"rework": float(r), "seed": first_seed + i} for i, r in enumerate(reworks)]
+
+
 def test_reduction_interval_covers_the_point_and_shrinks_with_trials():
     rng = np.random.default_rng(0)
-    few = reduction_ci(list(rng.poisson(8, 5)), list(rng.poisson(1, 5)))
-    many = reduction_ci(list(rng.poisson(8, 200)), list(rng.poisson(1, 200)))
+    few = reduction_ci(trials(rng.poisson(8, 5)), trials(rng.poisson(1, 5), 100))
+    many = reduction_ci(trials(rng.poisson(8, 200)), trials(rng.poisson(1, 200), 1000))
     assert few[0] < many[0] <= 1 - 1 / 8 + 0.05 and many[1] < few[1]
     assert many[0] > 0.8 and many[1] < 0.93
-    assert reduction_ci([0, 0, 0], [1, 2, 3]) is None
+    assert reduction_ci(trials([0, 0, 0]), trials([1, 2, 3])) is None
+
+
+def test_trials_of_the_same_seeds_are_resampled_as_pairs():
+    """Both cells' trial i share a chain and a failure: a cost common to both (here a
+    per-trial draw) cancels in pairs, so the paired interval is the narrower one."""
+    rng = np.random.default_rng(1)
+    common = rng.gamma(2.0, 3.0, 30)
+    t, s = common + 4.0, 0.2 * common + 0.5
+    paired = reduction_ci(trials(t), trials(s))
+    unpaired = reduction_ci(trials(t), trials(s, 100))
+    point = 1 - s.mean() / t.mean()
+    assert paired[0] <= point <= paired[1] and unpaired[0] <= point <= unpaired[1]
+    assert paired[1] - paired[0] < 0.5 * (unpaired[1] - unpaired[0])

@@ -26,6 +26,20 @@ class Algorithm(ABC):
     name: str = ""
     #: True when an iteration is a deterministic map x -> f(x) (the bound applies).
     deterministic: bool = False
+    #: The stream of per-iteration randomness (minibatches, sampling) a stochastic algorithm
+    #: draws: 0 is its seed's own; another chain is another draw of the same run from the same
+    #: start, data and settings (the experiments pair each failed run with a clean run of its
+    #: chain). Deterministic algorithms draw nothing and ignore it.
+    chain: int = 0
+
+    def set_chain(self, chain: int) -> None:
+        """Draw the per-iteration randomness of ``chain`` from now on (see ``chain``)."""
+        self.chain = int(chain)
+
+    def chain_words(self) -> tuple[int, ...]:
+        """Words to append to a random stream's key so that it depends on the chain (none for
+        chain 0: its streams are the seed's own, as before chains existed)."""
+        return () if self.chain == 0 else (0xC4A1, self.chain)
 
     @abstractmethod
     def start(self) -> dict[str, np.ndarray]:

@@ -54,11 +54,15 @@ def stream_key(*words: int) -> np.uint64:
     return np.random.SeedSequence([int(w) for w in words]).generate_state(1, np.uint64)[0]
 
 
-def sweep_key(seed: int, iteration: int, first_token: int = 0) -> np.uint64:
+def sweep_key(
+    seed: int, iteration: int, first_token: int = 0, chain: tuple[int, ...] = ()
+) -> np.uint64:
     """The key of sweep ``iteration`` for the tokens from ``first_token`` on: token ``i`` of a
     sweep over them draws the number token ``first_token + i`` draws in a sweep over the whole
-    corpus (a token's counter advances the key by the golden ratio)."""
-    return np.uint64((int(stream_key(seed, iteration)) + first_token * int(_GOLDEN)) % 2**64)
+    corpus (a token's counter advances the key by the golden ratio). ``chain``: words of the
+    algorithm's chain (``Algorithm.chain_words``)."""
+    key = int(stream_key(seed, iteration, *chain))
+    return np.uint64((key + first_token * int(_GOLDEN)) % 2**64)
 
 
 @njit(inline="always")
@@ -251,7 +255,7 @@ class LDA(Algorithm):
         nwt = tables[self.TABLE]
         nt = nwt.sum(axis=0, dtype=np.float64)
         vbeta = self.corpus.n_words * self.p.beta
-        key = sweep_key(self.p.seed, iteration)
+        key = sweep_key(self.p.seed, iteration, chain=self.chain_words())
         gibbs_sweep(
             self.words, self.docs, self.z, nwt, self.ndt, nt, self.p.alpha, self.p.beta, vbeta, key
         )
@@ -294,7 +298,7 @@ class LDA(Algorithm):
                 f"restored {self.TABLE} rows {ids[bad][:5].tolist()} are not topic counts of "
                 "their words (a row must hold whole counts summing to the word's corpus count)"
             )
-        key = stream_key(self.p.seed, self._last, 0x5EDEA1)
+        key = stream_key(self.p.seed, self._last, 0x5EDEA1, *self.chain_words())
         _redeal(ids, self.word_ptr, self.word_tokens, self.z, self.docs, nwt, self.ndt, key)
 
     # -- evaluation ---------------------------------------------------------------------------

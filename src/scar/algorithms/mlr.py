@@ -93,9 +93,14 @@ class MLR(Algorithm):
         per_epoch = n // b
         epoch, pos = divmod(iteration - 1, per_epoch)
         if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng([self.p.seed, epoch]).permutation(n)
+            rng = np.random.default_rng([self.p.seed, epoch, *self.chain_words()])
+            self._perm = rng.permutation(n)
             self._perm_epoch = epoch
         return np.sort(self._perm[pos * b : (pos + 1) * b])
+
+    def set_chain(self, chain: int) -> None:
+        super().set_chain(chain)
+        self._perm_epoch = -1  # the cached permutation was the other chain's
 
     def learning_rate(self, iteration: int) -> float:
         if self.p.lr_decay <= 0:

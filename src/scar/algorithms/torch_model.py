@@ -102,9 +102,13 @@ class TorchModel(Algorithm):
         b = min(self.batch_size, self.n)
         epoch, pos = divmod(iteration - 1, self.n // b)
         if self._perm[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch, 0xBA7C])
+            rng = np.random.default_rng([self.seed, epoch, 0xBA7C, *self.chain_words()])
             self._perm = (epoch, rng.permutation(self.n))
         return np.sort(self._perm[1][pos * b : (pos + 1) * b])
+
+    def set_chain(self, chain: int) -> None:
+        super().set_chain(chain)
+        self._perm = (-1, self._perm[1])  # the cached permutation was the other chain's
 
     def step(self, tables: Tables, iteration: int) -> None:
         with self._bound(tables):

@@ -14,7 +14,16 @@ from .. import validation as check
 from ..algorithms import registry
 from ..errors import ConfigError
 from ..experiments.report import write_report
-from ..experiments.suite import TRIALS, cost_weights, is_done, plan, run_suite
+from ..experiments.suite import (
+    ADAPT_CAP,
+    ADAPT_WIDTH,
+    TRIALS,
+    adapt_trials,
+    cost_weights,
+    is_done,
+    plan,
+    run_suite,
+)
 from .common import console
 
 
@@ -78,7 +87,9 @@ def _out_dir(path: str) -> Path:
     "--trials",
     type=int,
     default=None,
-    help=f"Trials per cell [default: {TRIALS['full']}, or {TRIALS['quick']} with --quick].",
+    help=f"Trials per cell [default: {TRIALS['full']}, then the full run adds trials to each "
+    f"headline pair until its reduction's 95 % interval is at most {ADAPT_WIDTH:.0%} wide, up "
+    f"to {ADAPT_CAP}; {TRIALS['quick']} with --quick]. Given, no trials are added.",
 )
 @click.option(
     "--datasets",
@@ -119,6 +130,8 @@ def reproduce(
         run_suite(tasks, out_dir, jobs)
     else:
         _run_with_progress(tasks, out_dir, jobs)
+    if not quick and trials is None:  # the full run: enough trials for the headline's interval
+        adapt_trials(tasks, out_dir, on_step=None if quiet else _adapt_progress)
     report = write_report(out_dir, command)
     click.echo(f"{len(tasks)} cells in {time.monotonic() - started:.0f} s; report: {report}")
 
@@ -156,6 +169,11 @@ def _run_with_progress(tasks, out_dir: Path, jobs: int) -> None:
             )
 
         run_suite(tasks, out_dir, jobs, on_start, on_done)
+
+
+def _adapt_progress(task, trials: int, width: float | None) -> None:
+    w = "-" if width is None else f"{100 * width:.0f} points"
+    click.echo(f"{task.id}: {trials} trials, reduction interval {w}", err=True)
 
 
 def _done_weight(tasks, out_dir: Path, weights) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -29,8 +29,12 @@ from ..policies import make_policy
 from ..state import State
 from ..store.base import CheckpointStore
 from ..store.memory import MemoryStore
-from .clean import CleanRun, MovingAverage, prepare
+from .clean import CleanRun, MovingAverage, chain_run, crossing_lag, prepare
 from .config import ExperimentConfig
+
+#: How a cell measures T_clean (``summary.estimator``): a deterministic algorithm has one clean
+#: run; a stochastic one pairs each trial with the clean run of the trial's own chain.
+ESTIMATORS = {False: "one clean run", True: "paired clean chains"}
 
 # An event changes the state after an iteration and returns (restart iteration or None, record).
 Event = Callable[[State, int], tuple[int | None, dict[str, Any]]]
@@ -47,10 +51,12 @@ def run_with_event(
     checkpointer: Checkpointer | None = None,
     start: int = 0,
     replay: bool = False,
-) -> tuple[int, bool, dict[str, Any]]:
+) -> tuple[int, float, bool, dict[str, Any]]:
     """Train from ``state`` (which is at iteration ``start``) until the target, applying
     ``event`` after iteration ``event_at`` (``event_at == start``: before the first step).
-    Returns (iterations executed since 0, censored, the event's record).
+    Returns (iterations executed since 0, how long before the last of them the smoothed
+    objective crossed the target - ``clean.crossing_lag`` - censored, the event's record); a
+    censored run returns the cap and lag 0.
 
     ``replay``: ``state`` is the clean run's start (``start == 0``), so until the event the
     iterations are taken from ``clean.trajectory`` where recorded instead of being recomputed
@@ -64,6 +70,10 @@ def run_with_event(
         fired = True
         restart, record = event(state, it)
         it = it if restart is None else restart
+    if start < len(clean.objectives) and not fired:
+        smoothed = clean.objectives[start]
+    else:
+        smoothed = algo.objective(state)
     while executed < cap:
         it += 1
         executed += 1
@@ -79,9 +89,16 @@ def run_with_event(
             if restart is not None:
                 it = restart
         f = clean.objectives[it] if replayed else algo.objective(state)
-        if ma(f) <= clean.target:
-            return executed, False, record
-    return cap, True, record
+        before, smoothed = smoothed, ma(f)
+        if smoothed <= clean.target:
+            return executed, crossing_lag(before, smoothed, clean.target), False, record
+    return cap, 0.0, True, record
+
+
+def rework(executed: int, lag: float, clean: CleanRun) -> float:
+    """Iterations to the target beyond the clean run's, from the interpolated crossings: the
+    whole iterations, then the difference of the lags (exact when they are equal)."""
+    return (executed - clean.iterations) + (clean.lag - lag)
 
 
 def failure_event(
@@ -132,10 +149,13 @@ def run_cell(
     progress: Callable[[int, int], None] | None = None,
     replay: bool = True,
     flags: bool = False,
+    first_trial: int = 0,
 ) -> dict[str, Any]:
     """Run one experiment cell; returns the result document (schema: docs/cli.md).
     ``replay=False`` recomputes every iteration of every trial (the results are identical:
-    see :class:`Trajectory`). ``flags``: errors name the settings as command-line flags."""
+    see :class:`Trajectory`). ``flags``: errors name the settings as command-line flags.
+    ``first_trial``: number the trials from there (their seeds ``seed + first_trial + i``), to
+    add trials to a cell run before (``extend_cell``)."""
     cfg.validate(flags)
     d = models.defaults(cfg.model, cfg.optimizer)
     epsilon = d.epsilon if cfg.epsilon is None else cfg.epsilon
@@ -157,34 +177,46 @@ def run_cell(
     period = cfg.period if cfg.period is not None else max(2, round(clean.iterations / 10))
     cap = math.ceil(cfg.max_factor * clean.iterations)
     trials = []
+    paired = not algo.deterministic
     for i in range(cfg.trials):
-        trial_seed = cfg.seed + i
-        fail_at, lost = draw_failure(cfg, clean, trial_seed)
-        state = State(algo.start(), cfg.shards, cfg.sharding)
-        policy = make_policy(cfg.checkpoint, period, cfg.policy_fraction, seed=trial_seed)
-        store = store_factory(trial_seed) if store_factory else MemoryStore()
-        ckpt = Checkpointer(state, policy, store, aux=algo.aux_state, follows=algo.follows())
-        ckpt.save_all(0)
-        executed, censored, rec = run_with_event(
-            algo,
-            clean,
-            state,
-            d.smooth,
-            cap,
-            fail_at,
-            failure_event(algo, clean, ckpt, lost, cfg.recovery),
-            ckpt,
-            replay=replay,
-        )
-        store.close()
+        trial_seed = cfg.seed + first_trial + i
+        # a stochastic algorithm: the trial draws chain seed + 1 (chain 0 is the base run's)
+        # and is measured against that chain's own clean run, from the same start
+        base = chain_run(algo, clean, trial_seed + 1, d.smooth, cap) if paired else clean
+        try:
+            fail_at, lost = draw_failure(cfg, base, trial_seed)
+            state = State(algo.start(), cfg.shards, cfg.sharding)
+            policy = make_policy(cfg.checkpoint, period, cfg.policy_fraction, seed=trial_seed)
+            store = store_factory(trial_seed) if store_factory else MemoryStore()
+            ckpt = Checkpointer(state, policy, store, aux=algo.aux_state, follows=algo.follows())
+            ckpt.save_all(0)
+            executed, lag, censored, rec = run_with_event(
+                algo,
+                base,
+                state,
+                d.smooth,
+                cap,
+                fail_at,
+                failure_event(algo, base, ckpt, lost, cfg.recovery),
+                ckpt,
+                replay=replay,
+            )
+            store.close()
+        finally:
+            algo.set_chain(0)
         trials.append(
             {
                 "seed": trial_seed,
+                "chain": base.chain,
                 "fail_at": fail_at,
                 "lost_shards": lost,
-                "clean_iterations": clean.iterations,
+                "clean_iterations": base.iterations,
+                "clean_censored": base.censored,
                 "failed_iterations": executed,
-                "rework": executed - clean.iterations,
+                "clean_crossing": base.iterations - base.lag,
+                "failed_crossing": executed - lag,
+                "rework": rework(executed, lag, base),
+                "rework_iterations": executed - base.iterations,
                 "perturbation_norm": rec.get("perturbation_norm"),
                 "bound": rec.get("bound"),
                 "bytes_written": ckpt.value_bytes,
@@ -215,13 +247,23 @@ def run_cell(
         "config": config,
         "clean": clean.summary(),
         "trials": trials,
-        "summary": summarize(trials),
+        "summary": summarize(trials, paired),
     }
 
 
-def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
+def extend_cell(doc: dict[str, Any], cfg: ExperimentConfig, more: int) -> dict[str, Any]:
+    """``doc``, the result of ``cfg``'s cell, with ``more`` trials added: the next trial
+    seeds, the same settings, the summary recomputed over every trial."""
+    new = run_cell(replace(cfg, trials=more), first_trial=len(doc["trials"]))
+    trials = doc["trials"] + new["trials"]
+    paired = doc["summary"].get("estimator") == ESTIMATORS[True]
+    return {**doc, "trials": trials, "summary": summarize(trials, paired)}
+
+
+def summarize(trials: list[dict[str, Any]], paired: bool = False) -> dict[str, Any]:
     """Mean, std and 95 % confidence interval of the rework (censored trials included at
-    their cap, counted in ``censored``)."""
+    their cap, counted in ``censored``); the estimator of T_clean, and with paired chains the
+    spread of their clean runs' crossings."""
     r = np.array([t["rework"] for t in trials], dtype=np.float64)
     n = len(r)
     mean = float(r.mean()) if n else float("nan")
@@ -236,7 +278,42 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
         "censored": int(sum(t["censored"] for t in trials)),
         "perturbation_norm_mean": float(np.mean(norms)) if norms else None,
         "bytes_per_iteration_mean": float(np.mean([t["bytes_per_iteration"] for t in trials])),
+        "estimator": ESTIMATORS[paired],
+        **({"clean_chains": _chains(trials)} if paired else {}),
     }
+
+
+def _chains(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    its = np.array([t["clean_crossing"] for t in trials], dtype=np.float64)
+    return {
+        "chains": len(its),
+        "crossing_mean": float(its.mean()),
+        "crossing_std": float(its.std(ddof=1)) if len(its) > 1 else 0.0,
+        "censored": int(sum(t["clean_censored"] for t in trials)),
+    }
+
+
+def reduction_ci(
+    traditional: list[dict[str, Any]], scar: list[dict[str, Any]], resamples: int = 4000
+) -> list[float] | None:
+    """95 % bootstrap interval of ``1 - mean(scar rework) / mean(traditional rework)`` over
+    two cells' trials (fixed seed: the report is reproducible). Trials with the same seeds in
+    both cells (the same chain, failure time and lost shards) are resampled together, as
+    pairs; otherwise each cell's trials independently. None when the traditional trials cost
+    nothing."""
+    t = np.array([x["rework"] for x in traditional], float)
+    s = np.array([x["rework"] for x in scar], float)
+    if len(t) < 2 or len(s) < 2 or t.mean() <= 0:
+        return None
+    rng = np.random.default_rng(0x5CA4)
+    ti = rng.integers(0, len(t), (resamples, len(t)))
+    if [x["seed"] for x in traditional] == [x["seed"] for x in scar]:
+        si = ti  # paired: one draw of trial indices for both
+    else:
+        si = rng.integers(0, len(s), (resamples, len(s)))
+    tm, sm = t[ti].mean(axis=1), s[si].mean(axis=1)
+    red = 1 - sm[tm > 0] / tm[tm > 0]
+    return [float(np.percentile(red, 2.5)), float(np.percentile(red, 97.5))]
 
 
 def _t95(dof: int) -> float:

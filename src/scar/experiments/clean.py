@@ -67,6 +67,17 @@ class Trajectory:
         return True
 
 
+def crossing_lag(before: float, after: float, target: float) -> float:
+    """How far before iteration ``k`` a (smoothed) objective that was ``before`` after ``k - 1``
+    iterations and is ``after`` <= ``target`` after ``k`` reached the target, interpolated
+    linearly between the two: a number in [0, 1). Rework measured with it is not rounded to
+    whole iterations (a run that reaches the target a third of an iteration later costs 0.33);
+    two runs with the same last two values have the same lag, so their difference stays whole."""
+    if not before > target:  # (reached already before: no segment to interpolate on)
+        return 0.0
+    return 1.0 - (before - target) / (before - after)
+
+
 class MovingAverage:
     """Mean of the last ``window`` objective values, in the order iterations were executed."""
 
@@ -83,7 +94,7 @@ class CleanRun:
     f0: float
     fstar: float
     target: float
-    iterations: int  # T_clean
+    iterations: int  # T_clean: the first iteration whose smoothed objective reaches the target
     objectives: list[float]  # f(x(k)), k = 0 .. T_clean
     contraction: float | None  # c, for deterministic algorithms with a known optimum
     optimum: dict[str, np.ndarray] | None
@@ -91,6 +102,9 @@ class CleanRun:
     metrics: dict[str, float] = field(default_factory=dict)  # algo.metrics at T_clean
     long_run: dict[str, Any] | None = None  # no known optimum: the run that gave f*
     trajectory: Trajectory | None = field(default=None, repr=False)  # for replaying trials
+    lag: float = 0.0  # the target was reached ``lag`` before T_clean (``crossing_lag``)
+    chain: int = 0  # the algorithm's chain this run drew (``Algorithm.chain``)
+    censored: bool = False  # a chain's run that did not reach the target by its cap
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -98,6 +112,7 @@ class CleanRun:
             "fstar": self.fstar,
             "target": self.target,
             "clean_iterations": self.iterations,
+            "clean_crossing": self.iterations - self.lag,
             "contraction": self.contraction,
             "metrics": self.metrics,
             "long_run": self.long_run,
@@ -127,7 +142,7 @@ def clean_run(
     trajectory.record(tables, algo.aux_state())
     reached = None
     horizon = max_iterations
-    k = 0
+    k, smoothed = 0, f0
     while k < horizon:
         k += 1
         algo.step(tables, k)
@@ -135,9 +150,11 @@ def clean_run(
         if reached is None:
             objectives.append(f)
             trajectory.record(tables, algo.aux_state())
-            if ma(f) <= target:
+            before, smoothed = smoothed, ma(f)
+            if smoothed <= target:
                 reached = k
                 horizon = k
+                lag = crossing_lag(before, smoothed, target)
         if algo.deterministic:
             distances.append(theory.perturbation_norm(tables, optimum))
     if reached is None:
@@ -166,6 +183,7 @@ def clean_run(
         optimum,
         final={n: t.copy() for n, t in tables.items()},
         trajectory=trajectory,
+        lag=lag,
     )
 
 
@@ -197,6 +215,7 @@ def _clean_run_long(
     fstar = min(smoothed)
     target = fstar + epsilon * (f0 - fstar)
     reached = next(k for k, f in enumerate(smoothed, 1) if f <= target)
+    lag = crossing_lag(([f0, *smoothed])[reached - 1], smoothed[reached - 1], target)
     trajectory.truncate(reached)
     metrics = {}
     if long_run["metrics"]:
@@ -216,6 +235,43 @@ def _clean_run_long(
         metrics,
         long_run,
         trajectory,
+        lag,
+    )
+
+
+def chain_run(algo: Algorithm, base: CleanRun, chain: int, smooth: int, cap: int) -> CleanRun:
+    """The clean run of another chain of a stochastic algorithm (its per-iteration randomness
+    drawn from ``chain``; the algorithm is left on that chain): from the same start, to the
+    base run's target. Its own T_clean, lag, objectives and trajectory (trials of this chain
+    replay it), with the base run's f0, f* and target. A run that does not reach the target
+    in ``cap`` iterations is censored there."""
+    algo.set_chain(chain)
+    tables = algo.start()
+    ma = MovingAverage(smooth)
+    objectives, trajectory = [base.f0], Trajectory()
+    trajectory.record(tables, algo.aux_state())
+    smoothed, lag, reached = base.f0, 0.0, None
+    for k in range(1, cap + 1):
+        algo.step(tables, k)
+        objectives.append(algo.objective(tables))
+        trajectory.record(tables, algo.aux_state())
+        before, smoothed = smoothed, ma(objectives[-1])
+        if smoothed <= base.target:
+            reached, lag = k, crossing_lag(before, smoothed, base.target)
+            break
+    trajectory.truncate(reached or cap)
+    return CleanRun(
+        base.f0,
+        base.fstar,
+        base.target,
+        reached or cap,
+        objectives,
+        None,
+        base.optimum,
+        trajectory=trajectory,
+        lag=lag,
+        chain=chain,
+        censored=reached is None,
     )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from .. import theory
 from ..algorithms.base import Algorithm
 from ..state import State
-from .cell import Event, run_with_event
+from .cell import Event, rework, run_with_event
 from .clean import CleanRun
 
 KINDS = ("random", "adversarial", "reset")
@@ -133,7 +133,7 @@ def sweep(
                     )
                 else:
                     event = scaled_event(algo, kind, size, ref, rng_seed, clean.contraction)
-                executed, censored, rec = run_with_event(
+                executed, lag, censored, rec = run_with_event(
                     algo, clean, state, smooth, cap, at, event, start=at
                 )
                 points.append(
@@ -145,7 +145,8 @@ def sweep(
                         "perturbation_norm": rec["norm"],
                         "distance": rec["distance"],
                         "bound": rec["bound"],
-                        "rework": executed - clean.iterations,
+                        "rework": rework(executed, lag, clean),
+                        "rework_iterations": executed - clean.iterations,
                         "censored": censored,
                     }
                 )

@@ -29,7 +29,7 @@ from .. import validation as check
 from ..algorithms import registry as models
 from ..jsonio import write_json
 from ..validation import DEFAULT_FRACTION
-from .cell import run_cell
+from .cell import extend_cell, reduction_ci, run_cell
 from .clean import prepare
 from .config import ExperimentConfig
 
@@ -38,6 +38,9 @@ FRACTIONS = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
 HEADLINE_LOST = 1 / 4
 SCAR_FRACTION = DEFAULT_FRACTION  # SCAR in the headline: its default fraction r
 TRIALS = {"full": 10, "quick": 5}  # trials per cell, unless the user gives a number
+# The full run adds trials to each headline pair, ADAPT_STEP at a time, until the 95 % interval
+# of the reduction is at most ADAPT_WIDTH wide (or the cells hold ADAPT_CAP trials each)
+ADAPT_WIDTH, ADAPT_CAP, ADAPT_STEP = 0.20, 100, 10
 
 
 @dataclass(frozen=True)
@@ -313,6 +316,51 @@ def run_suite(
             else:
                 os.environ[k] = v
     return todo
+
+
+def headline_pairs(tasks: list[Task]) -> list[tuple[Task, Task]]:
+    """The (traditional, scar) headline tasks of each model and data set."""
+    cells = {t.id: t for t in tasks if t.experiment == "headline"}
+    return [
+        (cells[i], cells[i[: -len("traditional")] + "scar"])
+        for i in sorted(cells)
+        if i.endswith("-traditional") and i[: -len("traditional")] + "scar" in cells
+    ]
+
+
+def adapt_trials(
+    tasks: list[Task],
+    out: Path,
+    width: float = ADAPT_WIDTH,
+    cap: int = ADAPT_CAP,
+    step: int = ADAPT_STEP,
+    on_step: Callable[[Task, int, float | None], None] | None = None,
+) -> None:
+    """Add trials to both cells of each headline pair (in ``out/results``) until the 95 %
+    interval of the reduction is at most ``width`` wide, ``step`` trials at a time, up to
+    ``cap`` per cell. Each cell records in ``adaptive`` the rule and the interval's width
+    (None when traditional recovery cost nothing: no reduction to narrow). Resumable: a pair
+    read back already narrow enough is left as it is."""
+    results = out / "results"
+    for trad, scar in headline_pairs(tasks):
+        paths = [results / f"{t.id}.json" for t in (trad, scar)]
+        docs = [json.loads(p.read_text()) for p in paths]
+        while True:
+            ci = reduction_ci(docs[0]["trials"], docs[1]["trials"])
+            w = None if ci is None else ci[1] - ci[0]
+            n = min(len(d["trials"]) for d in docs)
+            if on_step:
+                on_step(scar, n, w)
+            if w is None or w <= width or n >= cap:
+                break
+            more = min(step, cap - n)
+            docs = [
+                extend_cell(d, ExperimentConfig(**t.config), more)
+                for d, t in zip(docs, (trad, scar), strict=True)
+            ]
+        for d, t, p in zip(docs, (trad, scar), paths, strict=True):
+            d["adaptive"] = {"width_target": width, "cap": cap, "step": step, "width": w}
+            write_json(p, _stamp({k: v for k, v in d.items() if k != "task"}, t))
 
 
 def _exit_with_parent(parent: int) -> None:

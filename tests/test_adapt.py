@@ -1,0 +1,33 @@
+"""The full run's adaptive trials: a headline pair gets trials until its reduction's interval
+is narrow enough, or the cap."""
+
+import json
+
+from scar.experiments.cell import reduction_ci
+from scar.experiments.suite import adapt_trials, plan, run_suite
+
+
+def test_headline_pairs_get_trials_until_the_interval_is_narrow(tmp_path):
+    tasks = [t for t in plan(["mlr"], quick=True, trials=3) if t.experiment == "headline"]
+    tasks = [t for t in tasks if t.dataset == "bio"]
+    run_suite(tasks, tmp_path)
+    seen = []
+    adapt_trials(
+        tasks, tmp_path, width=0.2, cap=9, step=3, on_step=lambda t, n, w: seen.append((n, w))
+    )
+    docs = [json.loads((tmp_path / "results" / f"{t.id}.json").read_text()) for t in tasks]
+    n = len(docs[0]["trials"])
+    assert n == len(docs[1]["trials"]) and n in (3, 6, 9)
+    ci = reduction_ci(docs[0]["trials"], docs[1]["trials"])
+    assert ci[1] - ci[0] <= 0.2 or n == 9  # narrow enough, or the cap
+    assert [x[0] for x in seen] == list(range(3, n + 1, 3))
+    assert all(w > 0.2 for _, w in seen[:-1])  # it stopped at the first narrow one
+    for d in docs:
+        assert [t["seed"] for t in d["trials"]] == list(range(n))  # the next seeds, in order
+        assert d["summary"]["trials"] == n
+        assert d["adaptive"]["width"] == seen[-1][1]
+    # resumable: read back narrow enough (or at the cap), nothing is added
+    adapt_trials(tasks, tmp_path, width=0.2, cap=9, step=3)
+    assert (
+        len(json.loads((tmp_path / "results" / f"{tasks[0].id}.json").read_text())["trials"]) == n
+    )
