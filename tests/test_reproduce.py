@@ -69,7 +69,8 @@ def test_headline_numbers_in_the_report_match_the_json(run):
         k: json.loads((run / "results" / f"headline-mlr-digits-{k}.json").read_text())
         for k in ("traditional", "scar")
     }
-    for col, key in ((4, "traditional"), (5, "scar")):
+    assert int(cells[4]) == docs["scar"]["summary"]["trials"] == 2
+    for col, key in ((5, "traditional"), (6, "scar")):
         s = docs[key]["summary"]
         mean, std, lo, hi = map(float, re.findall(r"-?\d+\.\d+", cells[col])[:4])
         assert mean == round(s["rework_mean"], 2) and std == round(s["rework_std"], 2)
@@ -77,7 +78,7 @@ def test_headline_numbers_in_the_report_match_the_json(run):
     t, s = docs["traditional"]["summary"]["rework_mean"], docs["scar"]["summary"]["rework_mean"]
     lo, hi = reduction_ci(docs["traditional"]["trials"], docs["scar"]["trials"])
     assert lo <= 1 - s / t <= hi
-    assert cells[6] == f"{100 * (1 - s / t):.0f} % [{100 * lo:.0f} %, {100 * hi:.0f} %]"
+    assert cells[7] == f"{100 * (1 - s / t):.0f} % [{100 * lo:.0f} %, {100 * hi:.0f} %]"
     assert int(cells[2]) == docs["scar"]["clean"]["clean_iterations"]
 
 

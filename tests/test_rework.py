@@ -78,3 +78,38 @@ def test_chain_zero_is_the_seeds_own_stream():
     algo.set_chain(0)
     np.testing.assert_array_equal(algo.batch(5), first)
     assert not np.array_equal(first, other)
+
+
+def test_rebuild_recomputes_ldas_counts_exactly_from_the_topic_assignments():
+    doc = cell(model="lda", dataset="reuters", optimizer="gibbs", checkpoint="priority",
+               period=8, recovery="rebuild", trials=2)  # fmt: skip
+    for t in doc["trials"]:
+        assert t["rows_rebuilt"] == t["rows_restored"] > 0
+        assert t["perturbation_norm"] == 0.0 and t["rework"] == 0.0
+        assert t["rebuild_seconds"] >= 0
+
+
+def test_rebuild_solves_the_side_als_solved_last_from_the_other_side():
+    algo = models.build("mf", "movielens-100k", "als")
+    tables = algo.start()
+    for k in range(1, 6):  # ends with an odd iteration: users = solve(items)
+        algo.step(tables, k)
+    assert algo.rebuilds(5) == ("users",) and algo.rebuilds(6) == ("items",)
+    assert algo.rebuilds(0) == ()
+    want = tables["users"].copy()
+    lost = np.arange(100, 180)
+    tables["users"][lost] = np.nan
+    algo.rebuild(tables, {"users": lost}, 5)
+    np.testing.assert_array_equal(tables["users"], want)
+
+
+def test_rebuild_is_refused_for_a_model_without_it():
+    from scar.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model mlr has nothing to recompute.*mf, lda"):
+        ExperimentConfig(model="mlr", lost_shards=2, recovery="rebuild").validate()
+    for model in models.REBUILD_MODELS:  # the registry's list and the algorithms agree
+        opt = models.MODEL_OPTIMIZERS[model][0]
+        algo = models.build(model, models.MODEL_DATASETS[model][0], opt)
+        assert algo.rebuilds(1)
+    assert models.build("mlr", "digits", "gd").rebuilds(1) == ()

@@ -21,6 +21,11 @@ from .state import State
 from .store.base import CheckpointStore
 
 RECOVERY_MODES = ("full", "partial")
+# Beyond the checkpoint: lost rows that are a function of the surviving state are recomputed
+# (``Algorithm.rebuild``), the others restored as in partial recovery. Offered by the
+# experiments and the runtime for the models that have it; not by the Checkpointer, which
+# knows no algorithm.
+REBUILD = "rebuild"
 
 
 @dataclass

@@ -74,6 +74,18 @@ class Algorithm(ABC):
     def after_restore(self, tables: Tables, rows: Mapping[str, np.ndarray | None]) -> None:
         """Called after ``rows`` (None = all) were overwritten by a recovery."""
 
+    def rebuilds(self, iteration: int) -> tuple[str, ...]:
+        """The tables whose rows, after ``iteration``, are a function of the rest of the state
+        (the other tables, the worker-side arrays) - recovery by recomputation: lost rows of
+        these tables are recomputed exactly by :meth:`rebuild` instead of read back from a
+        checkpoint. None by default."""
+        return ()
+
+    def rebuild(self, tables: Tables, rows: Mapping[str, np.ndarray], iteration: int) -> None:
+        """Recompute ``rows`` of tables in :meth:`rebuilds` from the rest of the state after
+        ``iteration`` (every other row and table already whole)."""
+        raise NotImplementedError(f"{self.name} cannot rebuild rows")
+
     def metrics(self, tables: Tables) -> dict[str, float]:
         """Quality measures beyond the objective (e.g. held-out RMSE), for the results."""
         return {}

@@ -280,6 +280,17 @@ class LDA(Algorithm):
         self.set_aux_state(aux)
         self._last = iteration
 
+    def rebuilds(self, iteration: int) -> tuple[str, ...]:
+        return (self.TABLE,)  # the counts of the topic assignments z, which workers hold
+
+    def rebuild(self, tables: Tables, rows: Mapping[str, np.ndarray], iteration: int) -> None:
+        """A word's topic counts, counted again from its tokens' topics: exact."""
+        ids = np.asarray(rows[self.TABLE], dtype=np.int64)
+        nwt, K = tables[self.TABLE], self.p.topics
+        for w in ids:
+            tokens = self.word_tokens[self.word_ptr[w] : self.word_ptr[w + 1]]
+            nwt[w] = np.bincount(self.z[tokens], minlength=K)
+
     def after_restore(self, tables: Tables, rows: Mapping[str, np.ndarray | None]) -> None:
         if self.TABLE not in rows:
             return

@@ -26,6 +26,7 @@ The held-out RMSE (predictions clipped to the training rating range) is reported
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,6 +155,29 @@ class MF(Algorithm):
             solve_rows(*self.by_user, Q, self.p.l2, P)
         else:
             solve_rows(*self.by_item, P, self.p.l2, Q)
+
+    def rebuilds(self, iteration: int) -> tuple[str, ...]:
+        """The side the last half-step solved is the closed-form solution given the other:
+        users after an odd iteration, items after an even one (none at the start)."""
+        if iteration < 1:
+            return ()
+        return (self.USERS,) if iteration % 2 == 1 else (self.ITEMS,)
+
+    def rebuild(self, tables: Tables, rows: Mapping[str, np.ndarray], iteration: int) -> None:
+        """Lost rows of the side last solved, solved again from the other side: the rows the
+        last half-step computed, exactly, when the other side is as it was then."""
+        (side,) = self.rebuilds(iteration)
+        indptr, cols, vals = self.by_user if side == self.USERS else self.by_item
+        other = tables[self.ITEMS if side == self.USERS else self.USERS]
+        ids = np.asarray(rows[side], dtype=np.int64)
+        starts, ends = indptr[ids], indptr[ids + 1]
+        sub = np.zeros(len(ids) + 1, dtype=indptr.dtype)
+        np.cumsum(ends - starts, out=sub[1:])
+        take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)] or [[]])
+        take = take.astype(np.int64)
+        out = np.empty((len(ids), other.shape[1]), other.dtype)
+        solve_rows(sub, cols[take], vals[take], other, self.p.l2, out)
+        tables[side][ids] = out
 
     def objective(self, tables: Tables) -> float:
         P, Q = tables[self.USERS], tables[self.ITEMS]

@@ -103,6 +103,11 @@ DEFAULTS: dict[tuple[str, str], ModelDefaults] = {
 }
 
 
+# The models whose algorithm recomputes lost rows from the surviving state (``rebuild``):
+# LDA's word-topic counts from the topic assignments, ALS's last-solved side from the other.
+REBUILD_MODELS = ("mf", "lda")
+
+
 def check_combination(model: str, dataset: str, optimizer: str, flags: bool = False) -> None:
     """Raise :class:`ConfigError` unless the model exists and runs on this data set and
     optimiser; the settings named as keywords, or as command-line flags with ``flags``."""

@@ -14,6 +14,7 @@ trials replay) in ``clean.py``; this module runs the trials and summarizes their
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
@@ -26,6 +27,7 @@ from ..algorithms import registry as models
 from ..algorithms.base import Algorithm
 from ..checkpoint import Checkpointer
 from ..policies import make_policy
+from ..recovery import REBUILD
 from ..state import State
 from ..store.base import CheckpointStore
 from ..store.memory import MemoryStore
@@ -109,10 +111,17 @@ def failure_event(
     def event(state: State, it: int) -> tuple[int | None, dict[str, Any]]:
         before = state.copy()
         ckpt.fail(lost)
-        rec = ckpt.recover(lost, mode)
-        restored = state.rows_of(lost) if mode == "partial" else dict.fromkeys(state)
+        rec = ckpt.recover(lost, "partial" if mode == REBUILD else mode)
+        restored = state.rows_of(lost) if mode != "full" else dict.fromkeys(state)
         if mode == "full":
             algo.set_aux_state(rec.aux)
+        rebuilt, seconds = {}, None
+        if mode == REBUILD:  # the rows the rest of the state determines: recomputed
+            t0 = time.perf_counter()
+            rebuilt = {n: restored[n] for n in algo.rebuilds(it)}
+            algo.rebuild(state, rebuilt, it)
+            seconds = time.perf_counter() - t0
+            restored = {n: r for n, r in restored.items() if n not in rebuilt}
         algo.after_restore(state, restored)
         norm = theory.perturbation_norm(before, state)
         bound = None
@@ -124,6 +133,8 @@ def failure_event(
             "perturbation_norm": norm,
             "bound": bound,
             "rows_restored": sum(rec.rows_restored.values()),
+            "rows_rebuilt": sum(len(r) for r in rebuilt.values()),
+            "rebuild_seconds": seconds,
             "restart_iteration": rec.restart_iteration,
         }
 
@@ -224,6 +235,8 @@ def run_cell(
                 "stored_bytes": ckpt.stored_bytes,
                 "checkpoints": ckpt.saves,
                 "rows_restored": rec.get("rows_restored"),
+                "rows_rebuilt": rec.get("rows_rebuilt"),
+                "rebuild_seconds": rec.get("rebuild_seconds"),
                 "censored": censored,
                 "metrics": algo.metrics(state),
             }

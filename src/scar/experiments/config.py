@@ -9,7 +9,7 @@ from .. import validation as check
 from ..algorithms import registry as models
 from ..errors import ConfigError
 from ..policies import POLICIES
-from ..recovery import RECOVERY_MODES
+from ..recovery import REBUILD, RECOVERY_MODES
 from ..state import SHARDING_SCHEMES
 from ..validation import DEFAULT_FRACTION, DEFAULT_POLICY, DEFAULT_RECOVERY, DEFAULT_SHARDING
 
@@ -59,7 +59,12 @@ class ExperimentConfig:
         check.one_of(name("checkpoint"), self.checkpoint, POLICIES)
         check.optional(check.whole, name("period"), self.period, ge=1)
         check.optional(check.fraction, name("fraction"), self.fraction)
-        check.one_of(name("recovery"), self.recovery, RECOVERY_MODES)
+        check.one_of(name("recovery"), self.recovery, (*RECOVERY_MODES, REBUILD))
+        if self.recovery == REBUILD and self.model not in models.REBUILD_MODELS:
+            raise ConfigError(
+                f"{name('recovery')} {REBUILD}: model {self.model} has nothing to recompute "
+                f"its lost rows from (models with rebuild: {', '.join(models.REBUILD_MODELS)})"
+            )
         check.optional(check.whole, name("fail_at"), self.fail_at, ge=1)
         check.whole(name("trials"), self.trials, ge=1)
         check.whole(name("seed"), self.seed, ge=0)
