@@ -192,10 +192,53 @@ def test_optimizer_slots_live_on_the_shards_and_come_back_with_their_rows(tmp_pa
     t.kill([2])
     run_steps(t, 1)  # recovers shard 2 from its store, then runs iteration 6 again
     s = open_store(shard_url(t.cfg.store, 2), readonly=True)
-    np.testing.assert_array_equal(
-        s.saved_iteration("weights"), s.saved_iteration("weights.sum")
-    )
+    np.testing.assert_array_equal(s.saved_iteration("weights"), s.saved_iteration("weights.sum"))
     s.close()
     assert t.failures[0].rows_restored == 2 * len(before["weights"])
     assert t.iteration == 6 and np.isfinite(t.shards[2].actor.state["weights.sum"]).all()
     close(t)
+
+
+def test_rebuild_on_the_runtime_recomputes_ldas_lost_counts_exactly(tmp_path):
+    kw = dict(model="lda", dataset="reuters", hyper={"topics": 8}, shards=3, workers=2)
+    kw.update(checkpoint="priority", fraction=0.25, period=4, recovery="rebuild")
+    t = make_trainer(LocalCluster(), tmp_path, **kw, async_writes=False)
+    run_steps(t, 5)
+    t.kill([1])
+    run_steps(t, 1)  # recovers shard 1: restored, then its counts rebuilt from every z
+    f = t.failures[0]
+    assert f.perturbation_norm == 0.0  # the counts before the kill, exactly
+    assert f.rows_rebuilt == len(t.layout.rows(1)[LDA.TABLE])
+    np.testing.assert_array_equal(lda_counts(t)[0], t.tables[LDA.TABLE])
+    close(t)
+
+
+def test_rebuild_on_the_runtime_solves_als_last_side_again(tmp_path):
+    kw = dict(model="mf", dataset="movielens-100k", shards=3, workers=2, recovery="rebuild")
+    kw.update(checkpoint="priority", fraction=0.25, period=4)
+    t = make_trainer(LocalCluster(), tmp_path, **kw, async_writes=False)
+    run_steps(t, 5)  # odd: the users were solved last, from the items
+    before = {n: t.tables[n].copy() for n in ("users", "items")}
+    t.kill([2])
+    run_steps(t, 1)
+    rows = t.layout.rows(2)
+    f = t.failures[0]
+    assert f.rows_rebuilt == len(rows["users"])
+    items_moved = np.linalg.norm(t.tables["items"][rows["items"]] - before["items"][rows["items"]])
+    assert f.perturbation_norm >= items_moved > 0  # the restored items moved, and users with them
+    # the rebuilt users are the solution given the items as they are now
+    from scar.algorithms.mf_als import MF
+
+    algo: MF = t.split.algorithm
+    want = {n: t.tables[n].copy() for n in ("users", "items")}
+    algo.rebuild(want, {"users": rows["users"]}, 5)
+    np.testing.assert_array_equal(t.tables["users"], want["users"])
+    close(t)
+
+
+def test_rebuild_is_refused_for_a_model_without_it(tmp_path):
+    from scar.errors import ConfigError
+    from scar.runtime import TrainConfig
+
+    with pytest.raises(ConfigError, match="--recovery rebuild: model sparse-lr"):
+        TrainConfig(model="sparse-lr", dataset="criteo-synth", recovery="rebuild").validate(True)

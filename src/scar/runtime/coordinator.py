@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import ScarError
 from ..policies import make_policy
+from ..recovery import REBUILD
 from ..theory import perturbation_norm
 from .config import TrainConfig
 from .local import Cluster, Handle, NodeLost
@@ -64,6 +65,7 @@ class Failure:
     restored_from: list[int]  # per lost shard: the iteration of its newest committed save
     committed_before: list[int]  # per lost shard: newest save it had reported committed
     objective_after: float  # the objective of the recovered state
+    rows_rebuilt: int = 0  # --recovery rebuild: of the rows restored, those recomputed
 
 
 @dataclass
@@ -474,7 +476,7 @@ class Trainer:
         if not self.checkpointing:
             self._ask([self.shards[k] for k in lost], "set_checkpointing", False)
         target = None
-        if self.cfg.recovery == "partial":
+        if self.cfg.recovery in ("partial", REBUILD):
             stats, dead = self._ask([self.shards[k] for k in lost], "restore")
             restored_from = [s["iteration"] for s in stats if s is not None]
             for k, it in zip(lost, restored_from, strict=False):
@@ -495,7 +497,11 @@ class Trainer:
             else None
             for n in self.layout.shapes
         }
-        self._reconcile(rows, at, target)
+        rebuilt = 0
+        if self.cfg.recovery == REBUILD:
+            rebuilt = self._rebuild(rows, lost)
+        else:
+            self._reconcile(rows, at, target)
         restored = time.perf_counter()
         if self.standby is None:  # for the next failure, while the run goes on
             self.standby = self._start_standby()
@@ -513,8 +519,22 @@ class Trainer:
                 restored_from=restored_from,
                 committed_before=committed,
                 objective_after=self.objective(),
+                rows_rebuilt=rebuilt,
             )
         )
+
+    def _rebuild(self, rows: dict[str, np.ndarray], lost: list[int]) -> int:
+        """Recovery by recomputation: the lost rows the rest of the state determines are
+        recomputed by the split and set on the replacement shards; the rows rebuilt."""
+        fix = self.split.rebuild(self.tables, rows, self.worker_states(), self.iteration)
+        if not fix:
+            return 0
+        parts = self.layout.split(fix)
+        _, dead = self._ask_each([self.shards[k] for k in lost], "adjust", [parts[k] for k in lost])
+        if dead:
+            raise RuntimeFailure(f"shards {lost} died again while their rows were rebuilt")
+        self._tables = None
+        return sum(0 if u.rows is None else len(u.rows) for u in fix.values())
 
     def close(self, dead_ok: bool = False) -> list[int]:
         """Wait for every checkpoint to be durable; the newest committed iteration per shard.

@@ -91,6 +91,18 @@ class MFSplit(Split):
     def server_args(self, iteration):
         return None
 
+    def rebuild(self, tables, rows, states, iteration):
+        """The lost rows of the side the last half-step solved, solved again from the other
+        side (``MF.rebuild``)."""
+        a = self.algorithm
+        sides = a.rebuilds(iteration)
+        if not sides:
+            return None
+        side = sides[0]
+        work = {n: np.array(t, copy=True) for n, t in tables.items()}
+        a.rebuild(work, {side: rows[side]}, iteration)
+        return {side: Update(rows[side], work[side][rows[side]], "set")}
+
 
 # -- LDA --------------------------------------------------------------------------------------
 class LDAPart(WorkerPart):
@@ -181,6 +193,18 @@ class LDASplit(Split):
         a = self.algorithm
         ndt = np.concatenate([s["doc_topic"] for s in states])
         return -float(joint_loglik(tables[LDA.TABLE], ndt, a.p.alpha, a.p.beta)) / len(a.words)
+
+    def rebuild(self, tables, rows, states, iteration):
+        """Lost word rows counted again from every worker's topic assignments: exact."""
+        a = self.algorithm
+        ids = np.asarray(rows[LDA.TABLE], dtype=np.int64)
+        z = np.concatenate([s["z"] for s in states])
+        nwt = tables[LDA.TABLE]
+        counts = np.zeros((len(ids), nwt.shape[1]), nwt.dtype)
+        for j, w in enumerate(ids):
+            tokens = a.word_tokens[a.word_ptr[w] : a.word_ptr[w + 1]]
+            counts[j] = np.bincount(z[tokens], minlength=nwt.shape[1])
+        return {LDA.TABLE: Update(ids, counts, "set")}
 
     def after_worker_loss(self, tables, states, lost):
         """The word-topic counts are a function of every worker's topic assignments: counted

@@ -377,6 +377,19 @@ class Split(ABC):
         (workers without state)."""
         return None
 
+    def rebuild(
+        self,
+        tables: Tables,
+        rows: Mapping[str, np.ndarray],
+        states: Sequence[Mapping[str, np.ndarray]],
+        iteration: int,
+    ) -> dict[str, Update] | None:
+        """Recovery by recomputation (``--recovery rebuild``): after the lost ``rows`` were
+        restored from the checkpoint, the ``"set"`` updates that recompute those the rest of the
+        state determines after ``iteration`` (the tables, the workers' ``states``). None: the
+        model has nothing to recompute them from."""
+        return None
+
     @property
     def n_examples(self) -> int:
         raise NotImplementedError
