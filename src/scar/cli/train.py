@@ -24,6 +24,13 @@ SYNTH = CriteoSynthConfig()  # the criteo-synth sizes' defaults
     "--runtime", default=DEFAULT.runtime, show_default=True, help="local (in-process) or ray."
 )
 @click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDRESS",
+    help="Join an existing Ray cluster at HOST:PORT (its GCS address, as `ray start --head` "
+    "prints) instead of starting a local one; with --runtime ray.",
+)
+@click.option(
     "--model", default=DEFAULT.model, show_default=True, help="mlr, mf, lda or sparse-lr."
 )
 @click.option(

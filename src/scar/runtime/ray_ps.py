@@ -10,15 +10,12 @@ death surfaces as ``RayActorError`` on the next call (or a timeout), which ``get
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
 import socket
 import sys
-import tempfile
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError, ScarError
@@ -111,18 +108,17 @@ def join_ray(address: str, timeout: float = 60.0) -> None:
     parsed = parse_address(address)
     if parsed is None:
         raise ConfigError(f"{where}: not {ADDRESS_FORM}")
-    ray = import_ray()
-    if ray.is_initialized():
-        raise ConfigError(f"{where}: this process is connected to a Ray cluster already")
-    try:
+    try:  # before importing Ray (seconds): a wrong address fails at once
         socket.create_connection(parsed, timeout=min(PROBE_SECONDS, timeout)).close()
     except OSError as e:
         reason = e.strerror or str(e) or type(e).__name__
         raise ConfigError(f"{where}: no Ray cluster answers there ({reason})") from None
+    ray = import_ray()
+    if ray.is_initialized():
+        raise ConfigError(f"{where}: this process is connected to a Ray cluster already")
 
-    # ray.init blocks for minutes when what answers is not a Ray GCS, and its C++ client prints
-    # a warning every few seconds meanwhile: it runs on a thread, bounded by the timeout, with
-    # the process's stderr set aside
+    # ray.init blocks for minutes when what answers is not a Ray GCS, its C++ client printing a
+    # warning every few seconds meanwhile: it runs on a thread, bounded by the timeout, muted
     outcome: list[BaseException | None] = []
 
     def connect() -> None:
@@ -133,15 +129,11 @@ def join_ray(address: str, timeout: float = 60.0) -> None:
             outcome.append(e)
 
     thread = threading.Thread(target=connect, name="scar-join-ray", daemon=True)
-    with _stderr_set_aside() as aside:
-        thread.start()
-        thread.join(timeout)
+    _run_muted(thread, timeout)
     if not outcome:
-        said = _last_ray_warning(aside)
         raise ConfigError(
-            f"{where}: no Ray cluster let this driver join within {timeout:g} s"
-            f"{f' ({said})' if said else ''}; is it a Ray GCS, and is this machine one of its "
-            "nodes?"
+            f"{where}: no Ray cluster let this driver join within {timeout:g} s (is a Ray GCS "
+            "listening there, and is this machine one of the cluster's nodes?)"
         )
     if outcome[0] is not None:
         raise ConfigError(f"{where}: cannot join the Ray cluster there ({_cause(outcome[0])})")
@@ -150,32 +142,23 @@ def join_ray(address: str, timeout: float = 60.0) -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
 
 
-@contextlib.contextmanager
-def _stderr_set_aside() -> Iterator[list[str]]:
-    """Send this process's file descriptor 2 to a temporary file; yields the lines written
-    there (filled in at the end)."""
-    lines: list[str] = []
+def _run_muted(thread: threading.Thread, timeout: float) -> None:
+    """Run ``thread`` for at most ``timeout`` seconds with file descriptor 2 on /dev/null. If it
+    is still running then, fd 2 stays there for the rest of this (failing) process, where that
+    thread keeps writing, and Python's ``sys.stderr`` moves to a copy of the real stderr."""
     sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as f:
-        os.dup2(f.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            f.seek(0)
-            lines.extend(f.read().decode(errors="replace").splitlines())
-
-
-def _last_ray_warning(lines: list[str]) -> str:
-    """What Ray's C++ client said last (``[time W pid tid] file.h:153: <what>``), if anything."""
-    for line in reversed(lines):
-        m = re.search(r"\] \S+:\d+: (.+)", line)
-        if m:
-            return m.group(1).strip()
-    return ""
+    real = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    thread.start()
+    thread.join(timeout)
+    sys.stderr.flush()
+    if thread.is_alive():
+        sys.stderr = open(real, "w", buffering=1, errors="backslashreplace")  # noqa: SIM115
+    else:
+        os.dup2(real, 2)
+        os.close(real)
 
 
 def _cause(e: BaseException) -> str:
@@ -217,13 +200,13 @@ class RayCluster(Cluster):
     def __init__(
         self, num_cpus: int = 2, address: str | None = None, timeout: float = 60.0
     ) -> None:
-        self.ray = import_ray()
         self.address = address
         if address is None:
             self._owner = init_ray(num_cpus)
         else:
             join_ray(address, timeout)
             self._owner = True  # connected here: disconnect in shutdown (the cluster stays)
+        self.ray = import_ray()
         quiet_kills()
         self._classes: dict[type, Any] = {}
 
@@ -281,13 +264,12 @@ class RayCluster(Cluster):
             pid = self.ray.get(h.actor.pid.remote(), timeout=30)
         KILLED.add(pid)
         try:
-            here = self.address is None or self._on_this_machine(h)
-        except NodeLost:  # dead already
-            here = False
-        else:
-            if not here:
-                self.ray.wait([h.actor.__ray_call__.remote(_sigkill_self)], timeout=30)
-        if here:
+            elsewhere = self.address is not None and not self._on_this_machine(h)
+        except NodeLost:  # dead already: nothing to kill
+            elsewhere = None
+        if elsewhere:
+            self.ray.wait([h.actor.__ray_call__.remote(_sigkill_self)], timeout=30)
+        elif elsewhere is not None:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -295,6 +277,7 @@ class RayCluster(Cluster):
         h.dead = True
 
     def _on_this_machine(self, h: Handle) -> bool:
+        """Whether ``h``'s actor runs on this machine (its node has this driver's IP address)."""
         ip = h.meta.get("ip")
         if ip is None:
             ip = h.meta["ip"] = self.get(h, h.actor.__ray_call__.remote(_node_ip), 30.0)
