@@ -26,10 +26,11 @@ from .ray_ps import ADDRESS_FORM, parse_address
 
 RUNTIMES = ("local", "ray")
 # the experiments' models and data sets, plus sparse LR on synthetic data (for scale)
-# the models with a distributed split (runtime/registry.py); the torch models have none yet
-_SPLIT_MODELS = ("mlr", "mf", "lda")
+# the models with a distributed split (runtime/registry.py); the CNN has none yet
+_SPLIT_MODELS = ("mlr", "mf", "lda", "dlrm")
 TRAIN_MODELS = {**{m: MODEL_DATASETS[m] for m in _SPLIT_MODELS}, "sparse-lr": ("criteo-synth",)}
 OPTIMIZERS = {**{m: MODEL_OPTIMIZERS[m] for m in _SPLIT_MODELS}, "sparse-lr": ("sgd",)}
+OPTIMIZERS["dlrm"] = ("adagrad", "adam")  # on the shards: Adagrad first, as DLRMs usually train
 
 
 @dataclass

@@ -1,11 +1,12 @@
 """Which worker/server split runs each model the runtime trains (the runtime's counterpart of
 :mod:`scar.algorithms.registry`): MLR and sparse LR (:mod:`.split`), MF-ALS and LDA
-(:mod:`.mf_lda`, which loads their compiled kernels)."""
+(:mod:`.mf_lda`, which loads their compiled kernels), the DLRM (:mod:`.dlrm`, torch)."""
 
 from __future__ import annotations
 
 from .. import validation as check
 from ..algorithms.base import Algorithm
+from .dlrm import DLRMSplit
 from .mf_lda import LDASplit, MFSplit
 from .split import MLRSplit, SparseLRSplit, Split
 
@@ -14,6 +15,7 @@ SPLITS: dict[str, type[Split]] = {
     "sparse-lr": SparseLRSplit,
     "mf": MFSplit,
     "lda": LDASplit,
+    "dlrm": DLRMSplit,
 }
 
 
