@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from scar.datasets.clicks import load_movielens_clicks
-from scar.runtime import TrainConfig, Trainer, make_cluster
-from scar.runtime.split import AdagradRule, Split, Update, WorkerPart
+from scar.runtime import AdagradRule, Split, TrainConfig, Update, WorkerPart, train
 
 FACTORS = 8
 BATCH = 512
@@ -95,7 +94,8 @@ class FMWorker(WorkerPart):
 class FMSplit(Split):
     sparse_pulls = True
 
-    def __init__(self, lr: float = 0.1, seed: int = 0) -> None:  # no scar Algorithm behind it
+    def __init__(self, lr: float = 0.1, seed: int = 0) -> None:
+        super().__init__()  # no scar Algorithm behind it
         self.ids, self.x, self.y, self.n_rows, self.sample = features(seed)
         self.rule = AdagradRule(lr=lr)
         self.seed = seed
@@ -146,6 +146,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fm-store-") as store:
         cfg = TrainConfig(
             runtime="ray",
+            model="fm",  # labels of the result: the model is ``split``
+            dataset="movielens-100k",
             ray_address=args.ray_address,
             shards=args.shards,
             workers=args.workers,
@@ -157,12 +159,8 @@ def main() -> None:
             recovery="partial",
             eval_every=10,
             store=store,
-        ).validate()
-        cluster = make_cluster("ray", cfg.ray_address)
-        try:
-            doc = Trainer(cfg, split, cluster, store).run()
-        finally:
-            cluster.shutdown()
+        )
+        doc = train(cfg, split=split)
     before, after = doc["objective"][0], doc["objective_final"]
     print(f"log loss {before:.4f} -> {after:.4f} after {doc['totals']['iterations']} iterations")
     for f in doc["failures"]:

@@ -242,3 +242,48 @@ def test_rebuild_is_refused_for_a_model_without_it(tmp_path):
 
     with pytest.raises(ConfigError, match="--recovery rebuild: model sparse-lr"):
         TrainConfig(model="sparse-lr", dataset="criteo-synth", recovery="rebuild").validate(True)
+
+
+def test_a_replacement_that_dies_while_starting_is_started_again(tmp_path):
+    """As when a machine is lost and the cluster places a replacement there before it knows:
+    the first replacement of each node is dead on arrival; the run goes on with the second."""
+
+    class Flaky(LocalCluster):
+        def __init__(self):
+            self.started = {"worker": 0, "shard": 0, "standby": 0}
+
+        def start(self, role, index, cls, *args):
+            h = super().start(role, index, cls, *args)
+            if role in self.started:
+                self.started[role] += 1
+                # dead on arrival: the first replacement worker, the standby shard, and the
+                # shard started instead of that standby
+                if self.started[role] == {"worker": 3, "shard": 5, "standby": 1}[role]:
+                    self.kill(h)
+            return h
+
+    kw = dict(SPARSE, iterations=6, checkpoint="priority", fraction=0.25, period=4)
+    t = make_trainer(Flaky(), tmp_path, **kw)
+    run_steps(t, 2)
+    t.kill_workers([1])
+    t.kill([3])
+    run_steps(t, 2)
+    assert t.iteration == 3 and len(t.worker_failures) == 1 and len(t.failures) == 1
+    assert t.cluster.started == {"worker": 4, "shard": 6, "standby": 2}
+    close(t)
+
+
+def test_a_request_may_mix_whole_tables_and_rows():
+    layout = Layout({"emb": (10, 2), "mlp": (3, 4)}, 3)
+    tables = {"emb": np.arange(20.0).reshape(10, 2), "mlp": np.arange(12.0).reshape(3, 4)}
+    want = layout.check_request({"emb": [7, 2, 7], "mlp": None})
+    assert want["emb"].tolist() == [2, 7]
+    per_shard = layout.locate(want)
+    shards = layout.scatter(tables)
+    pulls = [
+        {n: s[n] if ids is None else s[n][ids] for n, ids in req.items()}
+        for s, req in zip(shards, per_shard, strict=True)
+    ]
+    got = layout.gather(want, pulls)
+    np.testing.assert_array_equal(got["emb"], tables["emb"][[2, 7]])
+    np.testing.assert_array_equal(got["mlp"], tables["mlp"])

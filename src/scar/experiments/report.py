@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .cell import reduction_ci
+from .headline import fmt_summary, headline_rows, headline_section
 
-PAPER_BAND = (0.78, 0.95)
 POLICY_STYLE = {
     "priority": ("tab:red", "o"),
     "round-robin": ("tab:blue", "s"),
@@ -199,34 +198,6 @@ def figure_policies(docs: dict[str, dict], path: Path) -> bool:
     return True
 
 
-def headline_rows(docs: dict[str, dict]) -> list[dict[str, Any]]:
-    cells: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
-    for doc in docs.values():
-        if doc["task"]["experiment"] == "headline":
-            key = (doc["config"]["model"], doc["config"]["dataset"])
-            cells[key][doc["task"]["id"].rsplit("-", 1)[1]] = doc
-    rows = []
-    for (model, dataset), pair in sorted(cells.items()):
-        if {"traditional", "scar"} - set(pair):
-            continue
-        t, s = pair["traditional"]["summary"], pair["scar"]["summary"]
-        reduction = 1 - s["rework_mean"] / t["rework_mean"] if t["rework_mean"] > 0 else None
-        ci = reduction_ci(pair["traditional"]["trials"], pair["scar"]["trials"])
-        rows.append(
-            {
-                "model": model,
-                "dataset": dataset,
-                "traditional": t,
-                "scar": s,
-                "reduction": reduction,
-                "reduction_ci95": ci,
-                "t_clean": pair["scar"]["clean"]["clean_iterations"],
-                "period": pair["scar"]["config"]["period"],
-            }
-        )
-    return rows
-
-
 def figure_headline(rows: list[dict[str, Any]], path: Path) -> bool:
     if not rows:
         return False
@@ -264,71 +235,6 @@ def figure_headline(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def _fmt(s: dict[str, Any]) -> str:
-    lo, hi = s["rework_ci95"]
-    cens = f", {s['censored']} censored" if s["censored"] else ""
-    return f"{s['rework_mean']:.2f} ± {s['rework_std']:.2f} [{lo:.2f}, {hi:.2f}]{cens}"
-
-
-def verdict(row: dict[str, Any]) -> tuple[str, str]:
-    """(short, long): where a headline cell stands against the paper's 78-95 % band, and why."""
-    red, t, s = row["reduction"], row["traditional"], row["scar"]
-    if red is None:
-        return "not measurable", "traditional recovery cost nothing (rework 0): nothing to reduce."
-    lo, hi = PAPER_BAND
-    ci = row.get("reduction_ci95")
-    span = (
-        "" if ci is None else f" (95 % interval of the reduction: {_pct(ci[0])} to {_pct(ci[1])})"
-    )
-    overlaps = ci is not None and ci[0] <= hi and ci[1] >= lo
-    notes = []
-    if t["rework_mean"] < 2.0:
-        notes.append(
-            "Traditional rework is under two iterations here, so one iteration more or less "
-            "moves the reduction a lot."
-        )
-    s_lo, s_hi = s["rework_ci95"]
-    if s["rework_mean"] < 0 and s.get("estimator") == "paired clean chains":
-        notes.append(
-            "SCAR's mean rework is negative: the recovered runs reached the target a little "
-            "earlier than the clean runs of their own chains. A perturbed stochastic run soon "
-            "follows another path, so its iterations to target are a fresh draw even against "
-            "its own chain's; the interval says what these trials resolve. Read it as no "
-            "measurable cost, not as a gain."
-        )
-    elif s["rework_mean"] < 0:
-        notes.append(
-            "SCAR's mean rework is negative: the recovered runs reached the target earlier "
-            "than the clean run. A stochastic run (LDA's Gibbs chain, minibatch training) soon "
-            "follows another path after any perturbation, so its iterations to target are a "
-            "fresh draw around the run's typical value, while T_clean is a single draw; when "
-            "that draw is a slow one, every perturbed run looks early. Read the cell as no "
-            "measurable cost, not as a gain."
-        )
-    elif s_lo <= 0:
-        notes.append(
-            f"SCAR's rework is not distinguishable from zero (its interval "
-            f"[{s_lo:.2f}, {s_hi:.2f}] contains 0)."
-        )
-    note = "".join(" " + n for n in notes)
-    if lo <= red <= hi:
-        return "inside", f"inside the paper's band{span}.{note}"
-    if red > hi:
-        return "above", f"above the band: SCAR loses even less than the paper reports{span}.{note}"
-    if overlaps:
-        return "below", (
-            f"below the band{span}, but the interval reaches into the band: with these "
-            f"trials the difference from the paper is not significant.{note}"
-        )
-    return "below", (
-        f"below the band{span}: SCAR saves clearly less than the paper reports here.{note}"
-    )
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f} %"
-
-
 def write_report(out: Path, command: str) -> Path:
     """Write the figures and REPORT.md for the results under ``out``."""
     docs = load_results(out)
@@ -356,51 +262,13 @@ def write_report(out: Path, command: str) -> Path:
         "chains): T_clean is then the chains' mean ± std.",
         "",
     ]
-    lines += _headline_section(rows, made["headline"])
+    lines += headline_section(rows, made["headline"])
     lines += _recovery_section(docs, made["recovery"])
     lines += _policy_section(docs, made["policies"])
     lines += _bound_section(docs, made["bound"])
     path = out / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _headline_section(rows, has_fig) -> list[str]:
-    lines = [
-        "## Headline: SCAR vs traditional checkpointing",
-        "",
-        "SCAR = priority checkpoints (r = 1/8, every C/8 iterations) + partial recovery; "
-        "traditional = full checkpoint every C iterations + full rollback. Both write the "
-        "same bytes per iteration; 2 of 8 shards are lost at a random iteration in "
-        "[0.2, 0.8]·T_clean; C = max(2, round(T_clean/10)).",
-        "",
-        "| model | dataset | T_clean | C | trials | traditional | SCAR "
-        "| reduction [95 % interval] | paper: 78–95 % |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        red = "—" if r["reduction"] is None else _pct(r["reduction"])
-        if r.get("reduction_ci95"):
-            red += f" [{_pct(r['reduction_ci95'][0])}, {_pct(r['reduction_ci95'][1])}]"
-        lines.append(
-            f"| {r['model'].upper()} | {r['dataset']} | {_t_clean(r)} | {r['period']} | "
-            f"{r['scar']['trials']} | {_fmt(r['traditional'])} | {_fmt(r['scar'])} | {red} | "
-            f"{verdict(r)[0]} |"
-        )
-    lines.append("")
-    for r in rows:
-        lines.append(f"- **{r['model'].upper()} / {r['dataset']}**: {verdict(r)[1]}")
-    if has_fig:
-        lines += ["", "![headline](figures/headline.png)"]
-    return lines + [""]
-
-
-def _t_clean(row: dict[str, Any]) -> str:
-    """The headline's T_clean: the one clean run's, or the paired chains' mean ± std."""
-    chains = row["scar"].get("clean_chains")
-    if not chains:
-        return str(row["t_clean"])
-    return f"{chains['crossing_mean']:.1f} ± {chains['crossing_std']:.1f} (paired)"
 
 
 def _grid(cells: list[dict], row: Callable[[dict], Any], col: Callable[[dict], str]):
@@ -431,7 +299,7 @@ def _recovery_section(docs, has_fig) -> list[str]:
             if {"full", "partial"} <= set(pair):
                 rows.append(
                     [model.upper(), pair["full"]["config"]["dataset"], f"{k}/8"]
-                    + [_fmt(pair[m]["summary"]) for m in ("full", "partial")]
+                    + [fmt_summary(pair[m]["summary"]) for m in ("full", "partial")]
                 )
     return _table(
         "Partial vs full recovery (full checkpoints every C)",
@@ -457,10 +325,10 @@ def _policy_section(docs, has_fig) -> list[str]:
             rows.append(
                 lead
                 + [f"1/{round(1 / r)}" + (" †" if same else "")]
-                + [_fmt(row[p]["summary"]) if p in row else "—" for p in policies]
+                + [fmt_summary(row[p]["summary"]) if p in row else "—" for p in policies]
             )
         if full:
-            rows.append(lead + ["full (every C)", _fmt(full["summary"]), "", ""])
+            rows.append(lead + ["full (every C)", fmt_summary(full["summary"]), "", ""])
     lines = _table(
         "Priority vs round-robin vs random at equal cost (partial recovery)",
         ["model", "dataset", "r", *policies],

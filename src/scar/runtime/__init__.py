@@ -12,9 +12,27 @@ from .config import RUNTIMES, TrainConfig, build_split
 from .coordinator import Failure, RuntimeFailure, Trainer
 from .local import LocalCluster
 from .ray_ps import RayCluster
+from .split import (
+    AdagradRule,
+    AdamRule,
+    AddRule,
+    DescentRule,
+    ServerRule,
+    Split,
+    Update,
+    WorkerPart,
+)
 
 __all__ = [
     "RUNTIMES",
+    "AdagradRule",
+    "AdamRule",
+    "AddRule",
+    "DescentRule",
+    "ServerRule",
+    "Split",
+    "Update",
+    "WorkerPart",
     "Failure",
     "RuntimeFailure",
     "TrainConfig",
@@ -32,10 +50,13 @@ def make_cluster(runtime: str, ray_address: str | None = None, timeout: float = 
     return LocalCluster()
 
 
-def train(cfg: TrainConfig, progress=None) -> dict[str, Any]:
-    """Run ``cfg`` end to end; the result document of ``scar train``."""
-    cfg.validate()
-    split = build_split(cfg)
+def train(cfg: TrainConfig, progress=None, split: Split | None = None) -> dict[str, Any]:
+    """Run ``cfg`` end to end; the result document of ``scar train``. ``split``: a model of
+    your own (see docs/ps.md) instead of the built-in ``cfg.model``, whose name and data set
+    then only label the result."""
+    cfg.validate(custom=split is not None)
+    if split is None:
+        split = build_split(cfg)
     cluster = make_cluster(cfg.runtime, cfg.ray_address, cfg.timeout)
     tmp = None
     store = cfg.store

@@ -6,11 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import validation as check
-from ..algorithms.registry import MODEL_DATASETS, MODEL_OPTIMIZERS, build, check_overrides
+from ..algorithms.registry import (
+    MODEL_DATASETS,
+    MODEL_OPTIMIZERS,
+    REBUILD_MODELS,
+    build,
+    check_overrides,
+)
 from ..algorithms.sparse_lr import CriteoSynthConfig, SparseLR, SparseLRParams, criteo_synth
 from ..errors import ConfigError, StoreError
 from ..policies import POLICIES
-from ..recovery import RECOVERY_MODES
+from ..recovery import REBUILD, RECOVERY_MODES
 from ..state import SHARDING_SCHEMES
 from ..store.urls import check_url
 from ..store.writer import PRIORITIES
@@ -62,7 +68,7 @@ class TrainConfig:
     hyper: dict[str, Any] = field(default_factory=dict)  # model settings (lr, l2, batch_size)
     synth: dict[str, Any] = field(default_factory=dict)  # criteo-synth sizes
 
-    def validate(self, flags: bool = False) -> TrainConfig:
+    def validate(self, flags: bool = False, custom: bool = False) -> TrainConfig:
         """Check every setting and fill in the defaults that depend on others (optimizer,
         kill_shards, fraction). Raise :class:`ConfigError` naming the first invalid setting:
         as its keyword (``kill_at``), or as the command-line flag (``--kill-at``) with
@@ -75,12 +81,18 @@ class TrainConfig:
                 raise ConfigError(f"{name('ray_address')} goes with {name('runtime')} ray")
             if parse_address(self.ray_address) is None:
                 check.fail(name("ray_address"), ADDRESS_FORM, self.ray_address)
-        check.one_of(name("model"), self.model, TRAIN_MODELS)
-        check.one_of(name("dataset"), self.dataset, TRAIN_MODELS[self.model], note=model)
-        self.optimizer = self.optimizer or OPTIMIZERS[self.model][0]
-        check.one_of(name("optimizer"), self.optimizer, OPTIMIZERS[self.model], note=model)
+        if not custom:  # (a model of the user's own: its names are labels)
+            check.one_of(name("model"), self.model, TRAIN_MODELS)
+            check.one_of(name("dataset"), self.dataset, TRAIN_MODELS[self.model], note=model)
+            self.optimizer = self.optimizer or OPTIMIZERS[self.model][0]
+            check.one_of(name("optimizer"), self.optimizer, OPTIMIZERS[self.model], note=model)
         check.one_of(name("checkpoint"), self.checkpoint, POLICIES)
-        check.one_of(name("recovery"), self.recovery, RECOVERY_MODES)
+        check.one_of(name("recovery"), self.recovery, (*RECOVERY_MODES, REBUILD))
+        if self.recovery == REBUILD and not custom and self.model not in REBUILD_MODELS:
+            raise ConfigError(
+                f"{name('recovery')} {REBUILD}: model {self.model} has nothing to recompute "
+                f"its lost rows from (models with rebuild: {', '.join(REBUILD_MODELS)})"
+            )
         check.one_of(name("sharding"), self.sharding, SHARDING_SCHEMES)
         check.one_of(name("save_priority"), self.save_priority, PRIORITIES)
         if self.kill_shards is not None and self.kill_at is None:  # else silently ignored

@@ -1,110 +1,55 @@
 """The coordinator: drives BSP iterations over shard servers and workers, injects and detects
-failures, replaces dead shards and restores their rows.
+failures, replaces dead nodes and restores their rows.
 
-One iteration: every worker computes on the rows pulled after the previous iteration and pushes
-per-shard updates; every shard applies them (and checkpoints when its policy is due); the
-coordinator then pulls the new state (the next iteration's input and the objective). A shard
-that dies (``NodeLost``: actor death or timeout) is replaced by a new shard server that
-reopens the dead shard's store, then
+One iteration: each worker reads the rows it needs straight from the shards (sparse pulls:
+the rows its batch touches; dense models: every row) and pushes per-shard updates; every shard
+applies them (and checkpoints when its policy is due). The coordinator passes futures only:
+no table data goes through it while it iterates; it pulls the full tables when asked (the
+objective, a recovery). A shard that dies (``NodeLost``: actor death or timeout) is replaced by
+a new shard server that reopens the dead shard's store, then
 
 * ``partial``: the replacement reads its rows back; the survivors and the counter carry on;
+* ``rebuild``: as partial, then the rows the rest of the state determines are recomputed
+  (``Split.rebuild``: LDA's counts from the topic assignments, ALS's last-solved side);
 * ``full``: every shard rolls back to the newest iteration all shards committed, and the
   counter rewinds to it (the iterations after it are done again).
 
-Worker-side state (LDA: topic assignments z, document-topic counts) lives in the workers. The
-coordinator keeps a copy of it at every iteration the shards checkpoint (on Ray: object-store
-references, so nothing is copied to the driver until a rollback needs it) and, after a
-recovery, hands it to the split (``Split.after_restore``) with the restored rows: a full
-rollback first reinstates the copy of the iteration rolled back to; then (partial or full) the
-split makes the state consistent with the restored rows (LDA re-deals the tokens of the
-restored words) and the workers receive the result. The coordinator also gathers the state for
-the objective (LDA's joint likelihood needs the document-topic counts).
-
-A dead worker ends the run with an error (workers hold data partitions; the runtime does not
-re-deal them).
+A dead worker is replaced by a new one on the same data partition, and the iteration it failed
+(which no shard could apply) runs again. Worker-side state (LDA: topic assignments z,
+document-topic counts) lives in the workers; the coordinator keeps a copy of it at every
+iteration the shards checkpoint (on Ray: object-store references, which outlive the worker).
+A replaced worker gets its copy of the last checkpoint iteration and the split corrects the
+tables to agree with it (``Split.after_worker_loss``); after a shard recovery the split makes
+the workers' state consistent with the restored rows (``Split.after_restore``: LDA re-deals
+the tokens of the restored words), a full rollback first reinstating the copy of the
+iteration rolled back to. The run itself (its kill schedule, Ctrl-C, the result) is run.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import ScarError
 from ..policies import make_policy
 from ..recovery import REBUILD
 from ..theory import perturbation_norm
+from .calls import Calls
 from .config import TrainConfig
+from .failures import Failure, RuntimeFailure, WorkerFailure
 from .local import Cluster, Handle, NodeLost
 from .nodes import CheckpointConfig, ShardServer, StandbyShard, WorkerNode
+from .run import run
 from .split import Layout, Split
 
 KEEP_STATES = 6  # worker-state snapshots kept for full rollbacks (the stores keep 3 versions)
 
 
-class RuntimeFailure(ScarError):
-    """The run cannot go on (a worker died, recovery failed)."""
-
-
-@dataclass
-class Failure:
-    iteration: int  # the iteration after which the shards were lost
-    shards: list[int]
-    detection_seconds: float  # kill (or the failing call) -> death noticed
-    restore_seconds: float  # death noticed -> replacement serving restored rows
-    rows_restored: int
-    bytes_restored: int
-    perturbation_norm: float | None
-    resume_iteration: int  # partial: = iteration; full: the checkpoint rolled back to
-    restored_from: list[int]  # per lost shard: the iteration of its newest committed save
-    committed_before: list[int]  # per lost shard: newest save it had reported committed
-    objective_after: float  # the objective of the recovered state
-    rows_rebuilt: int = 0  # --recovery rebuild: of the rows restored, those recomputed
-
-
-@dataclass
-class WorkerFailure:
-    iteration: int  # the last iteration done before the workers were found dead
-    workers: list[int]
-    detection_seconds: float  # kill (or the failing iteration's start) -> death noticed
-    restore_seconds: float  # death noticed -> replacements started (and their state set)
-    state_from: int | None  # the iteration of the worker state given back (stateful splits)
-
-
-@contextlib.contextmanager
-def _stop_on_ctrl_c() -> Iterator[threading.Event]:
-    """Within: the first Ctrl-C (SIGINT) sets the event - the run stops after the iteration in
-    progress, closes its shards and reports - and a second one interrupts at once
-    (KeyboardInterrupt). Only where Python's own handler is in place, in the main thread;
-    elsewhere Ctrl-C does what it did (the event is never set)."""
-    stop = threading.Event()
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield stop
-        return
-
-    def first(signum, frame) -> None:
-        stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGINT, first)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, split: Split, cluster: Cluster, store: str) -> None:
         self.cfg, self.split, self.cluster = cfg, split, cluster
+        self.calls = Calls(cluster, cfg.timeout)
         initial = split.initial_tables()
         self.layout = Layout(
             {n: a.shape for n, a in initial.items()},
@@ -130,7 +75,7 @@ class Trainer:
             for w, part in enumerate(split.parts(cfg.workers))
         ]
         try:
-            self._started(self.shards + self.workers)
+            self.calls.started(self.shards + self.workers)
         except BaseException:  # one node did not start: the others must not outlive the run
             for h in self.shards + self.workers:
                 cluster.discard(h)
@@ -144,7 +89,7 @@ class Trainer:
         self.worker_failures: list[WorkerFailure] = []
         self.checkpoint_seconds = 0.0
         self.checkpoint_bytes = 0
-        self._lost_background_cpu = 0.0  # of shards killed (taken just before the kill)
+        self.lost_background_cpu = 0.0  # of shards killed (taken just before the kill)
         self._killed_at: float | None = None
         self._before: tuple[int, dict[str, np.ndarray]] | None = None
         # worker-side state at every iteration the shards checkpoint (futures; see _snapshot)
@@ -157,12 +102,6 @@ class Trainer:
         self.trajectory: list[tuple[int, float]] = [(0, self.objective())]
 
     # -- nodes ----------------------------------------------------------------------------
-    def _started(self, handles: list[Handle]) -> None:
-        """Wait until every node has started (its constructor has run); note their pids."""
-        futures = [self.cluster.call(h, "pid") for h in handles]
-        for h, f in zip(handles, futures, strict=True):
-            h.meta["pid"] = self.cluster.get(h, f, self.cfg.timeout)
-
     def _launch_shard(self, k: int, rows: dict[str, np.ndarray] | None) -> Handle:
         return self.cluster.start(
             "shard", k, ShardServer, k, self.layout, self.split.rule, self.ckpt, rows
@@ -178,7 +117,7 @@ class Trainer:
         else a new process."""
         standby, self.standby = self.standby, None
         if standby is not None:
-            h = Handle("shard", k, standby.actor)
+            h = Handle("shard", k, standby.actor, dead=standby.dead)
             args = (k, self.layout, self.split.rule, self.ckpt, None)
             try:
                 h.meta["pid"] = self.cluster.get(
@@ -191,34 +130,6 @@ class Trainer:
                 self.cluster.discard(standby)
                 raise
         return self._launch_shard(k, None)
-
-    def _ask(self, handles: list[Handle], method: str, *args: Any) -> tuple[list[Any], list[int]]:
-        """Call ``method`` on every node; (results, indices of the nodes found dead)."""
-        return self._ask_each(handles, method, [args] * len(handles))
-
-    def _ask_each(
-        self, handles: list[Handle], method: str, args: list[Any]
-    ) -> tuple[list[Any], list[int]]:
-        """Call ``method`` on node i with argument(s) ``args[i]`` (a tuple, or one value)."""
-        futures = [
-            self.cluster.call(h, method, *(a if isinstance(a, tuple) else (a,)))
-            for h, a in zip(handles, args, strict=True)
-        ]
-        out, lost = [], []
-        for i, (h, f) in enumerate(zip(handles, futures, strict=True)):
-            try:
-                out.append(self.cluster.get(h, f, self.cfg.timeout))
-            except NodeLost:
-                out.append(None)
-                lost.append(i)
-        return out, lost
-
-    def _alive(self, h: Handle) -> bool:
-        try:
-            self.cluster.get(h, self.cluster.call(h, "pid"), min(10.0, self.cfg.timeout))
-            return True
-        except NodeLost:
-            return False
 
     # -- state ----------------------------------------------------------------------------
     def _read_all(self) -> dict[str, np.ndarray]:
@@ -275,8 +186,13 @@ class Trainer:
         parts = self.split.parts(len(self.workers))
         for i in dead:
             self.cluster.discard(self.workers[i])
-            self.workers[i] = self.cluster.start("worker", i, WorkerNode, parts[i], self.layout)
-        self._started([self.workers[i] for i in dead])
+        new = self.calls.start_replacements(
+            lambda i: self.cluster.start("worker", i, WorkerNode, parts[i], self.layout),
+            dead,
+            "worker",
+        )
+        for i, h in zip(dead, new, strict=True):
+            self.workers[i] = h
         state_from = None
         if states is not None:
             state_from = at
@@ -288,7 +204,7 @@ class Trainer:
             fix = self.split.after_worker_loss(self.tables, alive, dead)
             if fix:
                 parts = self.layout.split(fix)
-                _, lost = self._ask_each(self.shards, "adjust", parts)
+                _, lost = self.calls.ask_each(self.shards, "adjust", parts)
                 if lost:
                     raise RuntimeFailure(f"shards {lost} died while workers {dead} were replaced")
             self._tables = None
@@ -422,8 +338,8 @@ class Trainer:
         """After shards ``lost`` failed an iteration: replace the dead workers, then recover
         the dead shards (a shard whose apply failed only for want of a dead node's input is
         alive and carries on)."""
-        workers = [i for i, w in enumerate(self.workers) if not self._alive(w)]
-        dead = [k for k in lost if not self._alive(self.shards[k])]
+        workers = [i for i, w in enumerate(self.workers) if not self.calls.alive(w)]
+        dead = [k for k in lost if not self.calls.alive(self.shards[k])]
         if not dead and not workers:
             raise RuntimeFailure(
                 f"shards {lost} failed iteration {self.iteration + 1} but every node is alive"
@@ -441,12 +357,12 @@ class Trainer:
         durable: a failure restores the last save before the pause. A shard found dead here
         is replaced by the next ``step``, and its replacement told."""
         self.checkpointing = bool(on)
-        self._ask(self.shards, "set_checkpointing", self.checkpointing)
+        self.calls.ask(self.shards, "set_checkpointing", self.checkpointing)
 
     def kill(self, shards: list[int]) -> None:
         """Kill shard nodes for real (SIGKILL on Ray); the next call notices. Their background
         checkpoint CPU so far is asked for first, so that the run's total keeps it."""
-        self._lost_background_cpu += self._background_cpu([self.shards[k] for k in shards])
+        self.lost_background_cpu += self.background_cpu([self.shards[k] for k in shards])
         self._before = (self.iteration, self.tables)
         self._killed_at = time.perf_counter()
         for k in shards:
@@ -470,22 +386,24 @@ class Trainer:
         committed = [self.durable[k] for k in lost]
         for k in lost:
             self.cluster.discard(self.shards[k])
-            self.shards[k] = self._replacement(k)
-        # the replacements start side by side
-        self._started([self.shards[k] for k in lost if "pid" not in self.shards[k].meta])
+        # the replacements start side by side (the standby, if alive, is the first)
+        for k, h in zip(
+            lost, self.calls.start_replacements(self._replacement, lost, "shard"), strict=True
+        ):
+            self.shards[k] = h
         if not self.checkpointing:
-            self._ask([self.shards[k] for k in lost], "set_checkpointing", False)
+            self.calls.ask([self.shards[k] for k in lost], "set_checkpointing", False)
         target = None
         if self.cfg.recovery in ("partial", REBUILD):
-            stats, dead = self._ask([self.shards[k] for k in lost], "restore")
+            stats, dead = self.calls.ask([self.shards[k] for k in lost], "restore")
             restored_from = [s["iteration"] for s in stats if s is not None]
             for k, it in zip(lost, restored_from, strict=False):
                 self.durable[k] = it
         else:
-            latest, dead = self._ask(self.shards, "latest_iteration")
+            latest, dead = self.calls.ask(self.shards, "latest_iteration")
             if not dead:
                 target = min(latest)
-                stats, dead = self._ask(self.shards, "rollback", target)
+                stats, dead = self.calls.ask(self.shards, "rollback", target)
                 restored_from = [target] * len(lost)
                 self.iteration, self.durable = target, [target] * len(self.shards)
         if dead:
@@ -530,7 +448,9 @@ class Trainer:
         if not fix:
             return 0
         parts = self.layout.split(fix)
-        _, dead = self._ask_each([self.shards[k] for k in lost], "adjust", [parts[k] for k in lost])
+        _, dead = self.calls.ask_each(
+            [self.shards[k] for k in lost], "adjust", [parts[k] for k in lost]
+        )
         if dead:
             raise RuntimeFailure(f"shards {lost} died again while their rows were rebuilt")
         self._tables = None
@@ -543,85 +463,29 @@ class Trainer:
         if self.standby is not None:
             self.cluster.discard(self.standby)
             self.standby = None
-        out, dead = self._ask(self.shards, "close")
+        out, dead = self.calls.ask(self.shards, "close")
         if dead and not dead_ok:
             raise RuntimeFailure(f"shards {dead} died while closing")
         return [self.durable[k] if c is None else c for k, c in enumerate(out)]
 
-    # -- a whole run ----------------------------------------------------------------------
-    def run(self, progress=None) -> dict[str, Any]:
-        cfg = self.cfg
-        rng = np.random.default_rng([cfg.seed, 0x4B11])
-        killed: set[int] = set()
-        wrng = np.random.default_rng([cfg.seed, 0x3017])  # which worker: its own stream
-        killed_workers: set[int] = set()
-        t0 = time.perf_counter()
-        with _stop_on_ctrl_c() as stop:
-            while self.iteration < cfg.iterations and not stop.is_set():
-                self.step()
-                it = self.iteration
-                due = (cfg.kill_at == it) or (
-                    cfg.kill_every is not None and it % cfg.kill_every == 0
-                )
-                if due and it not in killed and it < cfg.iterations:
-                    killed.add(it)
-                    n = cfg.kill_shards if cfg.kill_at is not None else 1
-                    self.kill(sorted(rng.choice(cfg.shards, size=n, replace=False).tolist()))
-                every = cfg.kill_workers
-                if every and it % every == 0 and it not in killed_workers and it < cfg.iterations:
-                    killed_workers.add(it)
-                    self.kill_workers([int(wrng.integers(len(self.workers)))])
-                if progress is not None:
-                    progress(it, cfg.iterations)
-            interrupted = self.iteration < cfg.iterations
-            at = self.iteration
-            if interrupted and self._killed_at is None and self.trajectory[-1][0] != at:
-                self.trajectory.append((at, self.objective()))  # where it stopped
-            # a dead shard is one killed just before the stop, never recovered
-            committed = self.close(dead_ok=interrupted)
-        wall = time.perf_counter() - t0
-        cpu = self._lost_background_cpu + self._background_cpu(self.shards)
-        return self.result(wall, committed, cpu, interrupted)
-
-    def _background_cpu(self, handles: list[Handle]) -> float:
+    def background_cpu(self, handles: list[Handle]) -> float:
         """CPU seconds of these shards' background checkpoint work so far: their save threads'
         and store writers' (0 with synchronous writes, whose work is in
         ``checkpoint_seconds``)."""
-        stats, _ = self._ask(handles, "stats")
+        stats, _ = self.calls.ask(handles, "stats")
         return sum(
             st["save_thread_cpu_seconds"] + st["store_writer_cpu_seconds"]
             for st in stats
             if st is not None
         )
 
-    def result(
-        self,
-        wall: float,
-        committed: list[int],
-        background_cpu_seconds: float = 0.0,
-        interrupted: bool = False,
-    ) -> dict[str, Any]:
-        its, objs = zip(*self.trajectory, strict=True)
-        return {
-            "config": asdict(self.cfg),
-            "interrupted": interrupted,  # stopped by Ctrl-C before cfg.iterations
-            "objective": list(objs),
-            "iterations": list(its),
-            "objective_final": objs[-1],
-            "failures": [asdict(f) for f in self.failures],
-            "worker_failures": [asdict(f) for f in self.worker_failures],
-            "totals": {
-                "iterations": self.iteration,
-                "steps": self.steps,
-                "failures": len(self.failures),
-                "worker_failures": len(self.worker_failures),
-                "wall_seconds": wall,
-                "checkpoint_seconds": self.checkpoint_seconds,
-                "checkpoint_bytes": self.checkpoint_bytes,
-                "background_checkpoint_cpu_seconds": background_cpu_seconds,
-                "recovery_seconds": sum(
-                    f.detection_seconds + f.restore_seconds for f in self.failures
-                ),
-                "committed_iteration": min(committed),
-            },
-        }
+    @property
+    def awaiting_recovery(self) -> bool:
+        """Nodes were killed and not yet found dead and replaced (the next step does it)."""
+        return self._killed_at is not None
+
+    # -- a whole run ----------------------------------------------------------------------
+    def run(self, progress=None) -> dict[str, Any]:
+        """Run ``cfg.iterations`` iterations with the configured kills; the result document
+        (see run.py)."""
+        return run(self, progress)

@@ -70,14 +70,14 @@ class Layout:
 
     def assemble(self, pulls: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """Full tables from every shard's rows (``pulls[k]``: shard k's rows, in its order)."""
-        out = {}
-        for name, (n, width) in self.shapes.items():
-            first = pulls[0][name]
-            table = np.empty((n, width), first.dtype)
-            for k, pulled in enumerate(pulls):
-                table[self._rows[k][name]] = pulled[name]
-            out[name] = table
-        return out
+        return {name: self._assemble_one(name, [p[name] for p in pulls]) for name in self.shapes}
+
+    def _assemble_one(self, name: str, parts: Sequence[np.ndarray]) -> np.ndarray:
+        n, width = self.shapes[name]
+        table = np.empty((n, width), parts[0].dtype)
+        for k, part in enumerate(parts):
+            table[self._rows[k][name]] = part
+        return table
 
     def scatter(self, tables: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Each shard's rows of full ``tables`` (copies)."""
@@ -104,7 +104,7 @@ class Layout:
         out = {}
         for name, ids in want.items():
             if ids is None:
-                out[name] = self.assemble([{name: p[name]} for p in pulls])[name]
+                out[name] = self._assemble_one(name, [p[name] for p in pulls])
                 continue
             owner = self.shardings[name].shard_of(ids)
             values = np.empty((len(ids), self.shapes[name][1]), self.dtypes[name])
@@ -338,7 +338,10 @@ class Split(ABC):
     #: read per shard per iteration, shared by the workers).
     sparse_pulls: bool = False
 
-    def __init__(self, algorithm: Algorithm) -> None:
+    def __init__(self, algorithm: Algorithm | None = None) -> None:
+        """``algorithm``: the single-process algorithm a built-in split distributes (its
+        data, settings and objective); a model of your own may have none and override
+        ``initial_tables`` and ``objective``."""
         self.algorithm = algorithm
 
     def initial_tables(self) -> dict[str, np.ndarray]:
