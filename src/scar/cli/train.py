@@ -31,7 +31,7 @@ SYNTH = CriteoSynthConfig()  # the criteo-synth sizes' defaults
     "prints) instead of starting a local one; with --runtime ray.",
 )
 @click.option(
-    "--model", default=DEFAULT.model, show_default=True, help="mlr, mf, lda or sparse-lr."
+    "--model", default=DEFAULT.model, show_default=True, help="mlr, mf, lda, sparse-lr or dlrm."
 )
 @click.option(
     "--dataset",
@@ -42,7 +42,8 @@ SYNTH = CriteoSynthConfig()  # the criteo-synth sizes' defaults
 @click.option(
     "--optimizer",
     default=None,
-    help="mlr: gd or sgd [default: gd]; mf: als; lda: gibbs; sparse-lr: sgd.",
+    help="mlr: gd or sgd [default: gd]; mf: als; lda: gibbs; sparse-lr: sgd; "
+    "dlrm: adagrad or adam [default: adagrad] (on the shards, row-wise).",
 )
 @click.option(
     "--shards", type=int, default=DEFAULT.shards, show_default=True, help="Server shards S."

@@ -101,11 +101,8 @@ class DLRMPart(WorkerPart):
         return out
 
     def rows(self, iteration, args):
-        """The unique ids of the batch's examples per embedding; every MLP row. (The MLP rows
-        are named one by one, not as None: ``Layout.gather`` cannot yet mix whole tables with
-        sparse ones.)"""
-        every = {n: np.arange(int(np.prod(s[:-1]))) for n, s in self.dense_shapes.items()}
-        return self._ids(args) | every
+        """The unique ids of the batch's examples per embedding; every MLP row (None)."""
+        return self._ids(args) | dict.fromkeys(self.dense_shapes)
 
     def update(self, tables, iteration, args):
         if len(args) == 0:  # none of this iteration's examples is this worker's
