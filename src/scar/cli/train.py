@@ -105,6 +105,14 @@ SYNTH = CriteoSynthConfig()  # the criteo-synth sizes' defaults
     "--fsync/--no-fsync", default=DEFAULT.fsync, show_default=True, help="fsync checkpoint files."
 )
 @click.option(
+    "--eval-every",
+    type=int,
+    default=DEFAULT.eval_every,
+    show_default=True,
+    help="Compute the objective every N iterations (and at the end): the runtime pulls the "
+    "full tables for it, so a large model wants a larger N.",
+)
+@click.option(
     "--timeout",
     type=float,
     default=DEFAULT.timeout,
