@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -90,3 +92,13 @@ def live_processes() -> dict[int, list[str]]:
         if fields is not None and fields[0] not in "ZX":
             out[int(d)] = fields
     return out
+
+
+def scar_train(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``scar train ARGS`` in a new process (its output captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", "scar.cli", "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from runtime_helpers import close, make_trainer, run_steps, saved_rows
+from runtime_helpers import close, make_trainer, run_steps, saved_rows, scar_train
 
 from scar.runtime.local import LocalCluster
 
@@ -101,15 +101,6 @@ def test_a_sigkilled_shard_gets_its_rows_and_adagrad_state_back_on_ray(ray_clust
     assert t.iteration == 12 and np.isfinite(t.trajectory[-1][1])
     assert t.trajectory[-1][1] < t.trajectory[0][1]
     close(t)
-
-
-def scar_train(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "scar.cli", "train", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_scar_train_offers_the_dlrm_and_refuses_an_optimizer_it_has_not(tmp_path):

@@ -8,16 +8,9 @@ import sys
 import time
 
 import pytest
-from runtime_helpers import live_processes
+from runtime_helpers import live_processes, scar_train
 
-
-def scar(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "scar.cli", "train", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+scar = scar_train
 
 
 BAD = [
