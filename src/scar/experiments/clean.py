@@ -4,7 +4,7 @@ contraction estimate where it is defined, and the recorded trajectory that trial
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -105,6 +105,8 @@ class CleanRun:
     lag: float = 0.0  # the target was reached ``lag`` before T_clean (``crossing_lag``)
     chain: int = 0  # the algorithm's chain this run drew (``Algorithm.chain``)
     censored: bool = False  # a chain's run that did not reach the target by its cap
+    # clean runs of other chains from this one's start (``chain_run``'s cache)
+    chains: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -239,7 +241,28 @@ def _clean_run_long(
     )
 
 
+CHAINS_KEPT = 12  # clean runs of other chains kept per base run (each up to its trajectory)
+
+
 def chain_run(algo: Algorithm, base: CleanRun, chain: int, smooth: int, cap: int) -> CleanRun:
+    """The clean run of ``chain`` (see ``_chain_run``), computed once per base run for the
+    ``CHAINS_KEPT`` chains used last: the cells of one model and data set in a process (the
+    suite runs them in the same worker) pair trial i with the same chain. The algorithm is left
+    on ``chain`` either way."""
+    key = (chain, smooth, cap)
+    kept = base.chains
+    if key in kept:
+        kept.move_to_end(key)
+        algo.set_chain(chain)
+        return kept[key]
+    run = _chain_run(algo, base, chain, smooth, cap)
+    kept[key] = run
+    while len(kept) > CHAINS_KEPT:
+        kept.popitem(last=False)
+    return run
+
+
+def _chain_run(algo: Algorithm, base: CleanRun, chain: int, smooth: int, cap: int) -> CleanRun:
     """The clean run of another chain of a stochastic algorithm (its per-iteration randomness
     drawn from ``chain``; the algorithm is left on that chain): from the same start, to the
     base run's target. Its own T_clean, lag, objectives and trajectory (trials of this chain
