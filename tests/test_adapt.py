@@ -31,3 +31,23 @@ def test_headline_pairs_get_trials_until_the_interval_is_narrow(tmp_path):
     assert (
         len(json.loads((tmp_path / "results" / f"{tasks[0].id}.json").read_text())["trials"]) == n
     )
+
+
+def test_the_report_sets_rebuild_beside_partial_and_full_recovery(tmp_path):
+    from scar.experiments.report import write_report
+
+    tasks = [
+        t
+        for t in plan(["lda"], quick=True, trials=2)
+        if t.experiment == "headline" and t.dataset == "reuters"
+    ]
+    assert sorted(t.id.rsplit("-", 1)[1] for t in tasks) == ["rebuild", "scar", "traditional"]
+    assert not [t for t in plan(["mlr"], quick=True) if t.id.endswith("-rebuild")]
+    run_suite(tasks, tmp_path)
+    report = write_report(tmp_path, "test").read_text()
+    section = report.split("## Beyond the paper: recovery by recomputation")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| LDA | reuters |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4].startswith("0.00 ± 0.00 [0.00, 0.00]")  # LDA's counts: exact
+    assert cells[5].endswith("→ 0")  # no perturbation left
+    assert cells[6].endswith(" ms")

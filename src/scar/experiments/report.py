@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .headline import fmt_summary, headline_rows, headline_section
+from .headline import fmt_summary, headline_rows, headline_section, rebuild_section
 
 POLICY_STYLE = {
     "priority": ("tab:red", "o"),
@@ -263,6 +263,7 @@ def write_report(out: Path, command: str) -> Path:
         "",
     ]
     lines += headline_section(rows, made["headline"])
+    lines += rebuild_section(rows)
     lines += _recovery_section(docs, made["recovery"])
     lines += _policy_section(docs, made["policies"])
     lines += _bound_section(docs, made["bound"])

@@ -147,6 +147,18 @@ def _plan_model(model: str, names: tuple[str, ...], trials: int, quick: bool) ->
                 recovery="partial",
             )
         )
+        if model in models.REBUILD_MODELS:  # beyond the paper: SCAR's cell, recomputing
+            tasks.append(
+                cell(
+                    "headline",
+                    dataset,
+                    "rebuild",
+                    lost_shards=k,
+                    checkpoint="priority",
+                    fraction=SCAR_FRACTION,
+                    recovery="rebuild",
+                )
+            )
     return tasks
 
 
