@@ -287,3 +287,18 @@ def test_a_request_may_mix_whole_tables_and_rows():
     got = layout.gather(want, pulls)
     np.testing.assert_array_equal(got["emb"], tables["emb"][[2, 7]])
     np.testing.assert_array_equal(got["mlp"], tables["mlp"])
+
+
+def test_more_shards_than_rows_is_refused_before_any_node_starts(tmp_path):
+    from scar.errors import ConfigError
+
+    class Counting(LocalCluster):
+        started = 0
+
+        def start(self, *a):
+            Counting.started += 1
+            return super().start(*a)
+
+    with pytest.raises(ConfigError, match=r"--shards 100: more shards than rows .*'weights'.* 65"):
+        make_trainer(Counting(), tmp_path, model="mlr", dataset="digits", shards=100)
+    assert Counting.started == 0

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..policies import make_policy
 from ..recovery import REBUILD
 from ..theory import perturbation_norm
@@ -51,6 +52,12 @@ class Trainer:
         self.cfg, self.split, self.cluster = cfg, split, cluster
         self.calls = Calls(cluster, cfg.timeout)
         initial = split.initial_tables()
+        fewest = min(initial.items(), key=lambda item: item[1].shape[0])
+        if fewest[1].shape[0] < cfg.shards:
+            raise ConfigError(
+                f"--shards {cfg.shards}: more shards than rows (table {fewest[0]!r} of model "
+                f"{cfg.model} has {fewest[1].shape[0]}); at most {fewest[1].shape[0]}"
+            )
         self.layout = Layout(
             {n: a.shape for n, a in initial.items()},
             cfg.shards,
