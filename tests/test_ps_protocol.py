@@ -302,3 +302,19 @@ def test_more_shards_than_rows_is_refused_before_any_node_starts(tmp_path):
     with pytest.raises(ConfigError, match=r"--shards 100: more shards than rows .*'weights'.* 65"):
         make_trainer(Counting(), tmp_path, model="mlr", dataset="digits", shards=100)
     assert Counting.started == 0
+
+
+def test_sparse_checkpoints_write_the_rows_changed_not_a_share_of_the_table(tmp_path):
+    """Priority saves on the shards of a sparse model write only rows that changed since
+    their last save: with few rows touched per iteration, less than the policy's quota
+    (1/8 of a shard's rows per save); the run reports what the saves wrote."""
+    kw = dict(SPARSE, iterations=16, checkpoint="priority", fraction=1 / 8, period=16)
+    t = make_trainer(LocalCluster(), tmp_path, **kw)
+    out = t.run()
+    n = t.layout.shapes["weights"][0]
+    quota = 16 // 2 * (n // 8) * 4  # 8 saves of n/8 rows of 4 bytes, summed over the shards
+    pushed = sum(  # rows pushed per 2 iterations bound what a save can hold
+        len(np.unique(t.split.algorithm.data.idx[t.split.algorithm.batch(it)])) + 1
+        for it in range(1, 17)
+    )
+    assert 0 < out["totals"]["checkpoint_bytes"] <= 4 * pushed < quota

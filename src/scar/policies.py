@@ -106,8 +106,10 @@ class TrackedPriority(PriorityPolicy):
     """The priority policy of a parameter-server shard, which knows which rows its pushes
     touched.
 
-    It chooses exactly the rows ``PriorityPolicy`` chooses (the ``k`` largest L2 changes since
-    last saved, ties by row id, NaN first), but reads only the rows that may have changed: a
+    It chooses the rows ``PriorityPolicy`` chooses (the ``k`` largest L2 changes since last
+    saved, ties by row id, NaN first) - except that when fewer than ``k`` rows changed it saves
+    only those, not rows equal to their saved copy: a sparse model's saves follow the rows its
+    updates change, not the table's size - and reads only the rows that may have changed: a
     per-table mask, set for every row an update touches (``touch``) and, after each save, left
     set only for the rows whose change is still nonzero (not chosen, or NaN). Every row outside
     the mask has ``live == saved``, a change of 0, so ``take_top_changed`` gives the same rows
@@ -133,7 +135,7 @@ class TrackedPriority(PriorityPolicy):
 
         k = self.rows_per_checkpoint(live.shape[0], iteration)
         dirty = self.dirty[table]
-        chosen, still = take_top_changed(dirty, live, saved, k)  # the mask cleared as read
+        chosen, still = take_top_changed(dirty, live, saved, k, fill=False)  # mask cleared
         dirty[still] = True
         return chosen
 

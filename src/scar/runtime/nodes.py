@@ -157,6 +157,7 @@ class ShardServer:
         self._saves = 0
         self._store_wait = 0.0
         self._serve_wall = self._serve_cpu = 0.0
+        self._saved_bytes = self._reported_bytes = 0  # value bytes of periodic saves
         self.checkpointing = True  # False: due saves are skipped (``set_checkpointing``)
         if initial is not None:
             self._save(0, base=True)
@@ -225,17 +226,28 @@ class ShardServer:
                     if self.tracked is not None:
                         self.tracked.touch(name, u.rows)
         t0 = time.perf_counter()
-        saved = 0
-        if self.checkpointing and self.ckpt.policy.is_due(iteration):
-            saved = self._save_later(iteration) if self.cfg.async_writes else self._save(iteration)
+        due = self.checkpointing and self.ckpt.policy.is_due(iteration)
+        if due:
+            if self.cfg.async_writes:
+                self._saver.submit(iteration)  # selects and snapshots while workers compute
+            else:
+                self._save(iteration)
             self._saves += 1
-        critical = waited + (time.perf_counter() - t0 if saved else 0.0)
+        critical = waited + (time.perf_counter() - t0 if due else 0.0)
         self._critical += critical
         return {
             "checkpoint_seconds": critical,
-            "saved_bytes": saved,
+            "saved_bytes": self._take_saved_bytes(),
             "durable": self.durable,
         }
+
+    def _take_saved_bytes(self) -> int:
+        """Value bytes of the saves finished since the last call: what they wrote, which for
+        a sparse model's priority saves follows the rows changed (a save in progress on the
+        save thread is counted by a later call)."""
+        done = self._saved_bytes
+        new, self._reported_bytes = done - self._reported_bytes, done
+        return new
 
     def adjust(self, pushes: Mapping[str, Update]) -> int:
         """Change rows outside an iteration (``Split.after_worker_loss``): ``"add"`` adds
@@ -253,15 +265,6 @@ class ShardServer:
                     self.tracked.touch(name, u.rows)
                 changed += live.shape[0] if u.rows is None else len(u.rows)
         return changed
-
-    def _save_later(self, iteration: int) -> int:
-        """Async mode: select and snapshot the rows on the save thread while the workers
-        compute the next iteration (the live rows do not change until the next ``apply``,
-        which joins it); the bytes the policy saves are known up front."""
-        self._saver.submit(iteration)
-        p = self.ckpt.policy
-        return sum(p.rows_per_checkpoint(t.shape[0], iteration) * t[:1].nbytes
-                   for t in self.state.values())  # fmt: skip
 
     def _join(self) -> float:
         """Wait for a background save; its error, if any, is raised here. Seconds waited."""
@@ -291,6 +294,8 @@ class ShardServer:
             self.pending.append(iteration)
         else:
             self.durable = iteration
+        if not base:
+            self._saved_bytes += result.value_bytes
         return result.value_bytes
 
     def stats(self) -> dict[str, float]:
@@ -312,6 +317,7 @@ class ShardServer:
             "process_cpu_seconds": time.process_time(),
             "serve_wall_seconds": self._serve_wall,
             "serve_cpu_seconds": self._serve_cpu,
+            "unreported_saved_bytes": self._take_saved_bytes(),
         }
 
     def set_checkpointing(self, on: bool) -> bool:

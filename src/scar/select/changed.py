@@ -248,16 +248,20 @@ def _choose_top(ids, scores, k) -> tuple[np.ndarray, np.ndarray]:
     return chosen, still[:ns]
 
 
-def _choose(ids, scores, k, n) -> tuple[np.ndarray, np.ndarray]:
+def _choose(ids, scores, k, n, fill: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``select_top_changed`` of a table whose only rows of nonzero change are ``ids``
     (ascending) with changes ``scores`` (every other row: 0), and the ids whose change is
-    still nonzero once the chosen rows are saved (the unchosen ones, and NaN, which stays)."""
+    still nonzero once the chosen rows are saved (the unchosen ones, and NaN, which stays).
+    ``fill=False``: when fewer than ``k`` rows changed, only those (a row that equals its
+    saved copy needs no saving)."""
     k, n = operator.index(k), operator.index(n)
     if k <= 0:
         return np.empty(0, np.int64), ids
     if k < n and ids.size >= k:  # the k-th largest change is > 0: every chosen row is in ids
         return _choose_top(ids, scores, k)
     nan = ids[np.isnan(scores)]
+    if not fill:
+        return ids.copy(), nan
     if k >= n:
         return np.arange(n, dtype=np.int64), nan
     # Every changed row is taken; the quota left goes to the smallest ids of change 0.
@@ -281,14 +285,15 @@ def select_top_changed_among(
 
 
 def take_top_changed(
-    mask: np.ndarray, live: np.ndarray, saved: np.ndarray, k: int
+    mask: np.ndarray, live: np.ndarray, saved: np.ndarray, k: int, fill: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """``select_top_changed_among(live, saved, k, take_set(mask))``: the rows set in ``mask``
     (a C-contiguous bool array, one per row, cleared here) are the only ones that may differ
     from their saved copy. A one-column table is scanned, scored and filtered in one compiled
     pass over the mask (no gathered copies of the rows); wider ones are gathered and scored
     by ``row_change_norms``. If the choice fails, the changed rows are set in ``mask`` again
-    (nothing was saved; the unchanged rows equal their saved copy and need no tracking)."""
+    (nothing was saved; the unchanged rows equal their saved copy and need no tracking).
+    ``fill=False``: fewer than ``k`` rows when fewer changed (``_choose``)."""
     live, saved = _check_pair(live, saved)
     if mask.dtype != np.bool_ or mask.shape != (live.shape[0],) or not mask.flags.c_contiguous:
         raise ValueError(f"mask must be a C-contiguous bool array of {live.shape[0]} rows")
@@ -306,7 +311,7 @@ def take_top_changed(
             mask[rows] = True
             raise
     try:
-        return _choose(ids, scores, k, live.shape[0])
+        return _choose(ids, scores, k, live.shape[0], fill)
     except BaseException:
         mask[ids] = True
         raise
