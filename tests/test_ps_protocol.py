@@ -299,7 +299,9 @@ def test_more_shards_than_rows_is_refused_before_any_node_starts(tmp_path):
             Counting.started += 1
             return super().start(*a)
 
-    with pytest.raises(ConfigError, match=r"--shards 100: more shards than rows .*'weights'.* 65"):
+    with pytest.raises(
+        ConfigError, match=r"--shards 100: more shards than rows .*'weights', has 65"
+    ):
         make_trainer(Counting(), tmp_path, model="mlr", dataset="digits", shards=100)
     assert Counting.started == 0
 

@@ -52,11 +52,11 @@ class Trainer:
         self.cfg, self.split, self.cluster = cfg, split, cluster
         self.calls = Calls(cluster, cfg.timeout)
         initial = split.initial_tables()
-        fewest = min(initial.items(), key=lambda item: item[1].shape[0])
-        if fewest[1].shape[0] < cfg.shards:
+        most = max(initial.items(), key=lambda item: item[1].shape[0])
+        if most[1].shape[0] < cfg.shards:  # (a small table may leave shards without rows)
             raise ConfigError(
-                f"--shards {cfg.shards}: more shards than rows (table {fewest[0]!r} of model "
-                f"{cfg.model} has {fewest[1].shape[0]}); at most {fewest[1].shape[0]}"
+                f"--shards {cfg.shards}: more shards than rows (the largest table of model "
+                f"{cfg.model}, {most[0]!r}, has {most[1].shape[0]}); at most {most[1].shape[0]}"
             )
         self.layout = Layout(
             {n: a.shape for n, a in initial.items()},

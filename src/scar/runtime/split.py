@@ -184,19 +184,17 @@ def combine(n_rows: int, updates: Sequence[Update]) -> tuple[np.ndarray | None, 
             total += u.values
         return None, total
     width = adds[0].values.shape[1]
-    buf = np.zeros((n_rows, width), adds[0].values.dtype)
-    touched = np.zeros(n_rows, bool)
-    for u in adds:
-        if u.rows is None:
-            buf += u.values
-            touched[:] = True
-        else:
-            buf[u.rows] += u.values
-            touched[u.rows] = True
-    if touched.all():
+    if any(u.rows is None for u in adds):  # some worker pushed every row: a dense sum
+        buf = np.zeros((n_rows, width), adds[0].values.dtype)
+        for u in adds:
+            buf[slice(None) if u.rows is None else u.rows] += u.values
         return None, buf
-    rows = np.flatnonzero(touched)
-    return rows, buf[rows]
+    # only the pushed rows: the work follows them, not the table (each row's values are
+    # added in worker order, from zero, as a dense sum would)
+    rows, inverse = np.unique(np.concatenate([u.rows for u in adds]), return_inverse=True)
+    total = np.zeros((len(rows), width), adds[0].values.dtype)
+    np.add.at(total, inverse, np.concatenate([u.values for u in adds]))
+    return (None, total) if len(rows) == n_rows else (rows, total)
 
 
 class WorkerPart(ABC):
