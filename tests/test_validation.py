@@ -164,7 +164,7 @@ PLACES = [
     (experiment, dict(epsilon=1.0), "epsilon must be in (0, 1), got 1.0"),
     (experiment, dict(max_factor=INF), "max_factor must be a finite number > 1, got inf"),
     (experiment, dict(checkpoint="x"), "checkpoint must be one of full, priority, round-robin or"),
-    (experiment, dict(recovery="x"), "recovery must be one of full or partial, got 'x'"),
+    (experiment, dict(recovery="x"), "recovery must be one of full, partial or rebuild, got 'x'"),
     (experiment, dict(sharding="x"), "sharding must be one of range or hash, got 'x'"),
     (experiment, dict(dataset="x"), "dataset must be one of digits, mnist, bio or covtype for"),
     # runtime
