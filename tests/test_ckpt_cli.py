@@ -238,7 +238,9 @@ def test_experiment_writes_and_reads_through_the_store(tmp_path, capsys, monkeyp
         s.save(0, {"weights": (None, np.zeros((3, 3), np.float32))})
     code, _, err = scar(capsys, *args, "-q", "-o", tmp_path / "o.json", "--store", other)
     assert code == 2
-    one_error_line(err, "other tables than the model's: different: weights(3, 3):float32 in the store")
+    one_error_line(
+        err, "other tables than the model's: different: weights(3, 3):float32 in the store"
+    )
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     code, _, err = scar(capsys, *args, "-q", "-o", tmp_path / "o.json", "--store", blocker / "x")

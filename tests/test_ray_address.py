@@ -63,13 +63,28 @@ class Probe:
         return os.getpid()
 
 cluster = RayCluster(address=sys.argv[1], timeout=60)
-deadline = time.monotonic() + 90  # the second node up, and its CPUs in the scheduler's view
-while time.monotonic() < deadline and (
-    sum(n["Alive"] for n in cluster.ray.nodes()) < 2
-    or cluster.ray.available_resources().get("CPU", 0) < 4
-):
+# The second node has just been started: wait until the GCS lists it and until this driver's
+# raylet, which places the actors, knows it too (its view lags the GCS's on a busy machine): a
+# task pinned to the new node fails while the raylet does not know the node, and runs once it does.
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+ray = cluster.ray
+here = ray.get_runtime_context().get_node_id()
+deadline = time.monotonic() + 120
+others = []
+while time.monotonic() < deadline and not others:
+    others = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != here]
     time.sleep(0.5)
-time.sleep(1)
+where = ray.remote(num_cpus=0)(lambda: ray.get_runtime_context().get_node_id())
+while time.monotonic() < deadline:
+    pinned = where.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(others[0], soft=False)
+    )
+    try:
+        if ray.get(pinned.remote(), timeout=30) == others[0]:
+            break
+    except Exception:
+        time.sleep(1)
 handles = [cluster.start("shard", k, Probe) for k in range(4)]
 nodes = [cluster.node_of(h, timeout=60) for h in handles]
 gone = []
