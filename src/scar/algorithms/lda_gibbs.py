@@ -283,13 +283,25 @@ class LDA(Algorithm):
     def rebuilds(self, iteration: int) -> tuple[str, ...]:
         return (self.TABLE,)  # the counts of the topic assignments z, which workers hold
 
+    def counts_of(self, z: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """The word-topic counts that the topic assignments ``z`` (of every token) imply: of
+        the words ``ids`` (rows in that order), or of every word. The one place they are
+        counted again - a rebuild, and a worker replaced from its snapshot, use it."""
+        K = self.p.topics
+        if ids is None:
+            flat = self.words.astype(np.int64) * K + z
+            return np.bincount(flat, minlength=self.corpus.n_words * K).reshape(-1, K)
+        out = np.empty((len(ids), K), np.int64)
+        for j, w in enumerate(np.asarray(ids, dtype=np.int64)):
+            out[j] = np.bincount(
+                z[self.word_tokens[self.word_ptr[w] : self.word_ptr[w + 1]]], minlength=K
+            )
+        return out
+
     def rebuild(self, tables: Tables, rows: Mapping[str, np.ndarray], iteration: int) -> None:
         """A word's topic counts, counted again from its tokens' topics: exact."""
         ids = np.asarray(rows[self.TABLE], dtype=np.int64)
-        nwt, K = tables[self.TABLE], self.p.topics
-        for w in ids:
-            tokens = self.word_tokens[self.word_ptr[w] : self.word_ptr[w + 1]]
-            nwt[w] = np.bincount(self.z[tokens], minlength=K)
+        tables[self.TABLE][ids] = self.counts_of(self.z, ids)
 
     def after_restore(self, tables: Tables, rows: Mapping[str, np.ndarray | None]) -> None:
         if self.TABLE not in rows:

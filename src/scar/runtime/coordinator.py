@@ -473,9 +473,8 @@ class Trainer:
         out, dead = self.calls.ask(self.shards, "close")
         if dead and not dead_ok:
             raise RuntimeFailure(f"shards {dead} died while closing")
-        stats, _ = self.calls.ask(self.shards, "stats")  # the saves finished since the last apply
-        self.checkpoint_bytes += sum(s["unreported_saved_bytes"] for s in stats if s is not None)
-        return [self.durable[k] if c is None else c for k, c in enumerate(out)]
+        self.checkpoint_bytes += sum(c["saved_bytes"] for c in out if c is not None)
+        return [self.durable[k] if c is None else c["iteration"] for k, c in enumerate(out)]
 
     def background_cpu(self, handles: list[Handle]) -> float:
         """CPU seconds of these shards' background checkpoint work so far: their save threads'

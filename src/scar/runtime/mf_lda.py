@@ -199,11 +199,7 @@ class LDASplit(Split):
         a = self.algorithm
         ids = np.asarray(rows[LDA.TABLE], dtype=np.int64)
         z = np.concatenate([s["z"] for s in states])
-        nwt = tables[LDA.TABLE]
-        counts = np.zeros((len(ids), nwt.shape[1]), nwt.dtype)
-        for j, w in enumerate(ids):
-            tokens = a.word_tokens[a.word_ptr[w] : a.word_ptr[w + 1]]
-            counts[j] = np.bincount(z[tokens], minlength=nwt.shape[1])
+        counts = a.counts_of(z, ids).astype(tables[LDA.TABLE].dtype)
         return {LDA.TABLE: Update(ids, counts, "set")}
 
     def after_worker_loss(self, tables, states, lost):
@@ -213,10 +209,7 @@ class LDASplit(Split):
         snapshot are undone."""
         a = self.algorithm
         nwt = tables[LDA.TABLE]
-        z = np.concatenate([s["z"] for s in states])
-        counts = np.zeros(nwt.shape, np.int64)
-        np.add.at(counts, (a.words, z), 1)
-        delta = counts - nwt
+        delta = a.counts_of(np.concatenate([s["z"] for s in states])) - nwt
         rows = np.flatnonzero(np.any(delta != 0, axis=1))
         return {LDA.TABLE: Update(rows, delta[rows].astype(nwt.dtype), "add")}
 

@@ -222,9 +222,7 @@ class ShardServer:
                     self.tracked.touch(name, rows)
             for u in ups:
                 if u.op == "set":
-                    live[slice(None) if u.rows is None else u.rows] = u.values
-                    if self.tracked is not None:
-                        self.tracked.touch(name, u.rows)
+                    self._put(name, u)
         t0 = time.perf_counter()
         due = self.checkpointing and self.ckpt.policy.is_due(iteration)
         if due:
@@ -252,19 +250,21 @@ class ShardServer:
     def adjust(self, pushes: Mapping[str, Update]) -> int:
         """Change rows outside an iteration (``Split.after_worker_loss``): ``"add"`` adds
         the values, ``"set"`` overwrites; no server rule runs. Rows changed."""
-        changed = 0
         with self._serving():
-            for name, u in pushes.items():
-                live = self.state[name]
-                at = slice(None) if u.rows is None else u.rows
-                if u.op == "add":
-                    live[at] += u.values
-                else:
-                    live[at] = u.values
-                if self.tracked is not None:
-                    self.tracked.touch(name, u.rows)
-                changed += live.shape[0] if u.rows is None else len(u.rows)
-        return changed
+            return sum(self._put(name, u) for name, u in pushes.items())
+
+    def _put(self, name: str, u: Update) -> int:
+        """Write ``u`` into the live table as it says (``"add"`` or ``"set"``), bypassing the
+        server rule, and mark its rows changed for the next priority save. Rows written."""
+        live = self.state[name]
+        at = slice(None) if u.rows is None else u.rows
+        if u.op == "add":
+            live[at] += u.values
+        else:
+            live[at] = u.values
+        if self.tracked is not None:
+            self.tracked.touch(name, u.rows)
+        return live.shape[0] if u.rows is None else len(u.rows)
 
     def _join(self) -> float:
         """Wait for a background save; its error, if any, is raised here. Seconds waited."""
@@ -317,7 +317,6 @@ class ShardServer:
             "process_cpu_seconds": time.process_time(),
             "serve_wall_seconds": self._serve_wall,
             "serve_cpu_seconds": self._serve_cpu,
-            "unreported_saved_bytes": self._take_saved_bytes(),
         }
 
     def set_checkpointing(self, on: bool) -> bool:
@@ -383,14 +382,17 @@ class ShardServer:
         finally:
             old.close()
 
-    def close(self) -> int:
+    def close(self) -> dict[str, int]:
+        """Make every save durable and close the store: ``iteration``, the newest committed,
+        and ``saved_bytes``, the value bytes of the saves finished since the last ``apply``
+        reported them."""
         try:
             durable = self.sync()
         finally:
             if self._saver is not None:
                 self._saver.close()
             self.store.close()
-        return durable
+        return {"iteration": durable, "saved_bytes": self._take_saved_bytes()}
 
     def crash(self) -> None:
         """Stop as a SIGKILLed shard process would (the local runtime's kill): the saves not
