@@ -117,7 +117,20 @@ def verdict(row: dict[str, Any]) -> tuple[str, str]:
         )
     note = "".join(" " + n for n in notes)
     if lo <= red <= hi:
+        if ci is not None and (ci[0] < lo or ci[1] > hi):
+            sides = " and ".join(
+                side for side, out in (("below", ci[0] < lo), ("above", ci[1] > hi)) if out
+            )
+            return "inside", (
+                f"inside the paper's band by its mean{span}; the interval reaches {sides} the "
+                f"band, so these trials place the cell no more precisely than that.{note}"
+            )
         return "inside", f"inside the paper's band{span}.{note}"
+    if red > hi and overlaps:
+        return "above", (
+            f"above the band{span}, but the interval reaches into the band: with these trials "
+            f"the difference from the paper is not significant.{note}"
+        )
     if red > hi:
         return "above", f"above the band: SCAR loses even less than the paper reports{span}.{note}"
     if overlaps:
