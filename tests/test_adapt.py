@@ -44,6 +44,12 @@ def test_the_report_sets_rebuild_beside_partial_and_full_recovery(tmp_path):
     assert sorted(t.id.rsplit("-", 1)[1] for t in tasks) == ["rebuild", "scar", "traditional"]
     assert not [t for t in plan(["mlr"], quick=True) if t.id.endswith("-rebuild")]
     run_suite(tasks, tmp_path)
+    adapt_trials(tasks, tmp_path, width=0.0, cap=4, step=2)  # never narrow: to the cap
+    docs = {t.id: json.loads((tmp_path / "results" / f"{t.id}.json").read_text()) for t in tasks}
+    # the rebuild cell follows the pair, trial for trial
+    assert {len(d["trials"]) for d in docs.values()} == {4}
+    seeds = [[t["seed"] for t in d["trials"]] for d in docs.values()]
+    assert seeds[0] == seeds[1] == seeds[2]
     report = write_report(tmp_path, "test").read_text()
     section = report.split("## Beyond the paper: recovery by recomputation")[1]
     row = next(line for line in section.splitlines() if line.startswith("| LDA | reuters |"))

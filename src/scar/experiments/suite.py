@@ -351,9 +351,11 @@ def adapt_trials(
     """Add trials to both cells of each headline pair (in ``out/results``) until the 95 %
     interval of the reduction is at most ``width`` wide, ``step`` trials at a time, up to
     ``cap`` per cell. Each cell records in ``adaptive`` the rule and the interval's width
-    (None when traditional recovery cost nothing: no reduction to narrow). Resumable: a pair
-    read back already narrow enough is left as it is."""
+    (None when traditional recovery cost nothing: no reduction to narrow). A pair's rebuild
+    cell, if it has one, gets the same trials. Resumable: a pair read back already narrow
+    enough is left as it is."""
     results = out / "results"
+    ids = {t.id: t for t in tasks}
     for trad, scar in headline_pairs(tasks):
         paths = [results / f"{t.id}.json" for t in (trad, scar)]
         docs = [json.loads(p.read_text()) for p in paths]
@@ -373,6 +375,16 @@ def adapt_trials(
         for d, t, p in zip(docs, (trad, scar), paths, strict=True):
             d["adaptive"] = {"width_target": width, "cap": cap, "step": step, "width": w}
             write_json(p, _stamp({k: v for k, v in d.items() if k != "task"}, t))
+        # the pair's rebuild cell follows with the same trials, so that the report sets the
+        # three recoveries side by side on the same failures and chains
+        rebuild = ids.get(scar.id[: -len("scar")] + "rebuild")
+        path = results / f"{rebuild.id}.json" if rebuild else None
+        if path is not None and path.exists():
+            doc = json.loads(path.read_text())
+            more = len(docs[1]["trials"]) - len(doc["trials"])
+            if more > 0:
+                doc = extend_cell(doc, ExperimentConfig(**rebuild.config), more)
+                write_json(path, _stamp({k: v for k, v in doc.items() if k != "task"}, rebuild))
 
 
 def _exit_with_parent(parent: int) -> None:
