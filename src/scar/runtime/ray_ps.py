@@ -224,6 +224,8 @@ class RayCluster(Cluster):
         are spread evenly and predictably. Ray's own ``SPREAD`` is best effort and was seen to
         put all four actors of a two-node cluster on one node. The affinity is soft: should the
         node be gone by the time the actor is placed, Ray places it elsewhere."""
+        if self.address is None:  # the one-node cluster started here
+            return "DEFAULT"
         nodes = sorted(n["NodeID"] for n in self.ray.nodes() if n.get("Alive"))
         if len(nodes) < 2:
             return "DEFAULT"
