@@ -213,22 +213,26 @@ class RayCluster(Cluster):
     def start(self, role, index, cls, *args):
         remote = self._classes.get(cls)
         if remote is None:
-            remote = self._classes[cls] = self.ray.remote(num_cpus=0, max_restarts=0)(cls)
-        return Handle(
-            role, index, remote.options(scheduling_strategy=self._place(index)).remote(*args)
-        )
+            remote = self._classes[cls] = self.ray.remote(
+                num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD"
+            )(cls)
+        node = self._node_for(index)
+        if node is not None:
+            remote = remote.options(scheduling_strategy=node)
+        return Handle(role, index, remote.remote(*args))
 
-    def _place(self, index: int) -> Any:
-        """Where the actor of ``index`` (in its role) runs: on a cluster of several live nodes,
-        node ``index mod n`` of the n live nodes (ordered by id), so that shards, and workers,
-        are spread evenly and predictably. Ray's own ``SPREAD`` is best effort and was seen to
-        put all four actors of a two-node cluster on one node. The affinity is soft: should the
-        node be gone by the time the actor is placed, Ray places it elsewhere."""
+    def _node_for(self, index: int) -> Any:
+        """On a joined cluster of several live nodes, where the actor of ``index`` (in its
+        role) runs: node ``index mod n`` of the n live nodes (ordered by id), so that shards,
+        and workers, are spread evenly and predictably. Ray's ``SPREAD`` (kept for the
+        one-node cluster started here) is best effort and was seen to put all four actors of
+        a two-node cluster on one node. The affinity is soft: should the node be gone by the
+        time the actor is placed, Ray places it elsewhere. None: no node to choose."""
         if self.address is None:  # the one-node cluster started here
-            return "DEFAULT"
+            return None
         nodes = sorted(n["NodeID"] for n in self.ray.nodes() if n.get("Alive"))
         if len(nodes) < 2:
-            return "DEFAULT"
+            return None
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         return NodeAffinitySchedulingStrategy(nodes[index % len(nodes)], soft=True)
