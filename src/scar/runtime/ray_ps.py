@@ -1,8 +1,8 @@
 """The Ray cluster: shard servers and workers as Ray actors, on a local, loopback-only cluster
 started here or on an existing cluster joined at its address (``scar train --ray-address``).
 
-Every actor takes ``num_cpus=0`` (the 2-core machine runs several per core), is placed round
-robin over the cluster's live nodes (so one node's loss does not take every shard) and is never restarted by Ray:
+Every actor takes ``num_cpus=0`` (the 2-core machine runs several per core), is spread over the
+cluster's nodes (so one node's loss does not take every shard) and is never restarted by Ray:
 the coordinator owns failure handling. A kill is a real ``SIGKILL`` of the actor's process; its
 death surfaces as ``RayActorError`` on the next call (or a timeout), which ``get`` reports as
 :class:`~scar.runtime.local.NodeLost`.
@@ -216,26 +216,7 @@ class RayCluster(Cluster):
             remote = self._classes[cls] = self.ray.remote(
                 num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD"
             )(cls)
-        node = self._node_for(index)
-        if node is not None:
-            remote = remote.options(scheduling_strategy=node)
         return Handle(role, index, remote.remote(*args))
-
-    def _node_for(self, index: int) -> Any:
-        """On a joined cluster of several live nodes, where the actor of ``index`` (in its
-        role) runs: node ``index mod n`` of the n live nodes (ordered by id), so that shards,
-        and workers, are spread evenly and predictably. Ray's ``SPREAD`` (kept for the
-        one-node cluster started here) is best effort and was seen to put all four actors of
-        a two-node cluster on one node. The affinity is soft: should the node be gone by the
-        time the actor is placed, Ray places it elsewhere. None: no node to choose."""
-        if self.address is None:  # the one-node cluster started here
-            return None
-        nodes = sorted(n["NodeID"] for n in self.ray.nodes() if n.get("Alive"))
-        if len(nodes) < 2:
-            return None
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        return NodeAffinitySchedulingStrategy(nodes[index % len(nodes)], soft=True)
 
     def node_of(self, h: Handle, timeout: float = 30.0) -> str:
         """The id (hex) of the Ray node whose process runs ``h``'s actor."""
