@@ -6,19 +6,19 @@ Each row is one (model, data set, shards lost); its five cells see the same fail
 seed): traditional (full checkpoint every C + full rollback), a full checkpoint + partial
 recovery, and priority (SCAR), round-robin and random checkpoints at r = 1/8 every C/8 +
 partial recovery. Rework is the fractional one of the report, mean +- std over the trials.
-Every cell is the result file of `scar experiment` with the same settings, kept in OUT and not
-run again while its settings are unchanged.
+Every cell is the result file of `scar experiment` with the same settings, run as `scar
+reproduce` runs its cells (OUT/results/<cell>.json, not run again while its settings are
+unchanged; --jobs worker processes).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 
-from scar.experiments.cell import run_cell
 from scar.experiments.config import ExperimentConfig
+from scar.experiments.suite import Task, run_suite
 
 ROWS = [
     ("mf", "als", "movielens-100k", 2),
@@ -38,39 +38,36 @@ STRATEGIES = [  # (column, checkpoint, recovery)
 ]
 
 
-def cell(out: Path, cfg: ExperimentConfig) -> dict:
-    name = f"{cfg.model}-{cfg.dataset}-lost{cfg.lost_shards}-{cfg.checkpoint}-{cfg.recovery}"
-    path = out / f"{name}.json"
-    want = asdict(cfg)
-    if path.exists():
-        doc = json.loads(path.read_text())
-        if doc.get("settings") == want:
-            return doc
-    doc = run_cell(cfg)
-    doc["settings"] = want
-    path.write_text(json.dumps(doc))
-    return doc
+def task(
+    model: str, optimizer: str, dataset: str, lost: int, checkpoint: str, recovery: str, trials: int
+) -> Task:
+    cfg = dict(
+        model=model, optimizer=optimizer, dataset=dataset, shards=8, lost_shards=lost,
+        checkpoint=checkpoint, recovery=recovery, trials=trials, seed=0,
+        fraction=None if checkpoint == "full" else 0.125,
+    )  # fmt: skip
+    ExperimentConfig(**cfg).validate()
+    name = f"strategy-{model}-{dataset}-lost{lost}-{checkpoint}-{recovery}"
+    return Task(name, "strategy", model, dataset, optimizer, cfg)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="out/strategies")
     ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    rows = {
+        row: [task(*row, checkpoint, recovery, a.trials) for _, checkpoint, recovery in STRATEGIES]
+        for row in ROWS
+    }
+    run_suite([t for ts in rows.values() for t in ts], out, jobs=a.jobs)
     head = ["data set", "lost", "T_clean", "C", *(s[0] for s in STRATEGIES)]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for model, optimizer, dataset, lost in ROWS:
-        docs = []
-        for _, checkpoint, recovery in STRATEGIES:
-            cfg = ExperimentConfig(
-                model=model, optimizer=optimizer, dataset=dataset, shards=8, lost_shards=lost,
-                checkpoint=checkpoint, recovery=recovery, trials=a.trials, seed=0,
-                fraction=None if checkpoint == "full" else 0.125,
-            )  # fmt: skip
-            docs.append(cell(out, cfg))
+    for (model, _, dataset, lost), tasks in rows.items():
+        docs = [json.loads((out / "results" / f"{t.id}.json").read_text()) for t in tasks]
         s = [d["summary"] for d in docs]
         chains = s[0].get("clean_chains")  # stochastic: the mean of the trials' clean chains
         t_clean = chains["crossing_mean"] if chains else docs[0]["clean"]["clean_crossing"]
