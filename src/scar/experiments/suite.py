@@ -262,6 +262,7 @@ def run_task(task: Task) -> dict[str, Any]:
 
 
 def _stamp(doc: dict[str, Any], task: Task) -> dict[str, Any]:
+    """``doc`` stamped as ``task``'s result (a stamp it had already is replaced)."""
     return {
         **doc,
         "task": {"id": task.id, "experiment": task.experiment, "hash": task.settings_hash()},
@@ -374,7 +375,7 @@ def adapt_trials(
             ]
         for d, t, p in zip(docs, (trad, scar), paths, strict=True):
             d["adaptive"] = {"width_target": width, "cap": cap, "step": step, "width": w}
-            write_json(p, _stamp({k: v for k, v in d.items() if k != "task"}, t))
+            write_json(p, _stamp(d, t))
         # the pair's rebuild cell follows with the same trials, so that the report sets the
         # three recoveries side by side on the same failures and chains
         rebuild = ids.get(scar.id[: -len("scar")] + "rebuild")
@@ -384,7 +385,7 @@ def adapt_trials(
             more = len(docs[1]["trials"]) - len(doc["trials"])
             if more > 0:
                 doc = extend_cell(doc, ExperimentConfig(**rebuild.config), more)
-                write_json(path, _stamp({k: v for k, v in doc.items() if k != "task"}, rebuild))
+                write_json(path, _stamp(doc, rebuild))
 
 
 def _exit_with_parent(parent: int) -> None:
