@@ -71,13 +71,11 @@ ray = cluster.ray
 deadline = time.monotonic() + 120
 while time.monotonic() < deadline and sum(n["Alive"] for n in ray.nodes()) < 2:
     time.sleep(0.5)
-where = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(Probe)
 while time.monotonic() < deadline:
-    probes = [where.remote() for _ in range(2)]
-    seen = {ray.get(p.__ray_call__.remote(lambda a: ray.get_runtime_context().get_node_id()))
-            for p in probes}
+    probes = [cluster.start("probe", k, Probe) for k in range(2)]
+    seen = {cluster.node_of(p, timeout=60) for p in probes}
     for p in probes:
-        ray.kill(p)
+        cluster.discard(p)
     if len(seen) == 2:
         break
     time.sleep(1)
