@@ -216,7 +216,23 @@ class RayCluster(Cluster):
             remote = self._classes[cls] = self.ray.remote(
                 num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD"
             )(cls)
+        if self.address is not None:  # a joined cluster, maybe of many nodes: place explicitly
+            remote = remote.options(scheduling_strategy=self._placement(index))
         return Handle(role, index, remote.remote(*args))
+
+    def _placement(self, index: int) -> Any:
+        """Where actor ``index`` of its role goes on a joined cluster: node ``index mod n`` of
+        its ``n`` live nodes (in node-id order), as a hard node affinity. Ray's ``SPREAD`` is
+        best effort: a raylet that cannot grant a spilled lease at once falls back to its own
+        node, so on a loaded machine a whole role could land on one node. A hard affinity is
+        kept; an actor pinned to a node that died meanwhile fails to start, which the
+        coordinator sees as a lost node and replaces - on the nodes live then."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        alive = sorted(n["NodeID"] for n in self.ray.nodes() if n.get("Alive"))
+        if not alive:
+            return "SPREAD"
+        return NodeAffinitySchedulingStrategy(alive[index % len(alive)], soft=False)
 
     def node_of(self, h: Handle, timeout: float = 30.0) -> str:
         """The id (hex) of the Ray node whose process runs ``h``'s actor."""
