@@ -2,6 +2,9 @@
 is narrow enough, or the cap."""
 
 import json
+import shutil
+
+import pytest
 
 from scar.experiments.cell import reduction_ci
 from scar.experiments.suite import adapt_trials, plan, run_suite
@@ -57,3 +60,46 @@ def test_the_report_sets_rebuild_beside_partial_and_full_recovery(tmp_path):
     assert cells[4].startswith("0.00 ± 0.00 [0.00, 0.00]")  # LDA's counts: exact
     assert cells[5].endswith("→ 0")  # no perturbation left
     assert cells[6].endswith(" ms")
+
+
+def test_pairs_adapted_in_worker_processes_get_the_same_trials(tmp_path):
+    tasks = [
+        t
+        for t in plan(["mlr", "lda"], quick=True, trials=2)
+        if t.experiment == "headline" and t.dataset in ("bio", "reuters")
+    ]
+    run_suite(tasks, tmp_path / "cells")
+    runs = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        shutil.copytree(tmp_path / "cells", out)
+        seen = []
+        adapt_trials(
+            tasks, out, width=0.0, cap=4, step=2, jobs=jobs,
+            on_step=lambda t, n, w, seen=seen: seen.append((t.id, n)),
+        )  # fmt: skip
+        runs[jobs] = {
+            t.id: json.loads((out / "results" / f"{t.id}.json").read_text()) for t in tasks
+        }
+        # in workers, each pair reports once, when it is done
+        finals = sorted(x for x in seen if x[1] == 4)
+        assert finals == sorted((t.id, 4) for t in tasks if t.id.endswith("-scar"))
+    assert len(runs[1]) == 5  # MLR's pair; LDA's pair and its rebuild cell
+
+    # the same trials: seeds, failures, lost shards and counts exactly; real numbers up to the
+    # rounding of BLAS's sums, which follow its thread count (one thread in each worker; the
+    # bound, a ratio of small norms, moves in its 5th digit)
+    def close(a, b):
+        if isinstance(a, float):
+            return b == pytest.approx(a, rel=1e-4, abs=1e-9)
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+        return a == b
+
+    for tid, doc in runs[1].items():
+        other = runs[2][tid]
+        assert len(doc["trials"]) == len(other["trials"]) == 4
+        for a, b in zip(doc["trials"], other["trials"], strict=True):
+            a.pop("rebuild_seconds", None), b.pop("rebuild_seconds", None)  # wall times
+            assert close(a, b), (tid, a, b)
+        assert close(doc.get("adaptive"), other.get("adaptive")), tid

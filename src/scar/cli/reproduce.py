@@ -131,7 +131,7 @@ def reproduce(
     else:
         _run_with_progress(tasks, out_dir, jobs)
     if not quick and trials is None:  # the full run: enough trials for the headline's interval
-        adapt_trials(tasks, out_dir, on_step=None if quiet else _adapt_progress)
+        adapt_trials(tasks, out_dir, on_step=None if quiet else _adapt_progress, jobs=jobs)
     report = write_report(out_dir, command)
     click.echo(f"{len(tasks)} cells in {time.monotonic() - started:.0f} s; report: {report}")
 
