@@ -59,7 +59,9 @@ def main() -> None:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
     except ImportError:
-        sys.exit("vs_torch_dcp: needs torch: bash scripts/setup.sh installs it (torch==2.13.0, CPU)")
+        sys.exit(
+            "vs_torch_dcp: needs torch: bash scripts/setup.sh installs it (torch==2.13.0, CPU)"
+        )
     warnings.filterwarnings("ignore")  # DCP warns that no process group is initialised
     rows = a.size_mb * (1 << 20) // (4 * WIDTH * N_TENSORS)
     gen = torch.Generator().manual_seed(0)
