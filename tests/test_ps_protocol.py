@@ -320,3 +320,19 @@ def test_sparse_checkpoints_write_the_rows_changed_not_a_share_of_the_table(tmp_
         for it in range(1, 17)
     )
     assert 0 < out["totals"]["checkpoint_bytes"] <= 4 * pushed < quota
+
+
+@pytest.mark.parametrize("scheme", ["range", "hash"])
+def test_rows_are_located_and_updates_split_at_their_shard_positions(scheme):
+    layout = Layout({"emb": (1003, 2)}, 7, scheme)  # shards of unequal sizes
+    rng = np.random.default_rng(3)
+    ids = np.unique(rng.integers(0, 1003, 300))
+    owner = layout.shardings["emb"].shard_of(ids)
+    located = layout.locate({"emb": ids})
+    values = rng.standard_normal((len(ids), 2)).astype(np.float32)
+    parts = layout.split({"emb": Update(ids, values)})
+    for k in range(7):
+        rows = layout.rows(k)["emb"]
+        np.testing.assert_array_equal(rows[located[k]["emb"]], ids[owner == k])
+        np.testing.assert_array_equal(rows[parts[k]["emb"].rows], ids[owner == k])
+        np.testing.assert_array_equal(parts[k]["emb"].values, values[owner == k])

@@ -63,6 +63,8 @@ class Layout:
         self._rows = [
             {n: sh.rows_of(k) for n, sh in self.shardings.items()} for k in range(n_shards)
         ]
+        # range sharding: shard k's rows are bounds[k]:bounds[k+1], a row's position is arithmetic
+        self._starts = {n: sh.bounds for n, sh in self.shardings.items() if sh.scheme == "range"}
 
     def rows(self, shard: int) -> dict[str, np.ndarray]:
         """Global row ids (sorted) of ``shard``, per table."""
@@ -83,6 +85,13 @@ class Layout:
         """Each shard's rows of full ``tables`` (copies)."""
         return [{n: tables[n][r].copy() for n, r in rows.items()} for rows in self._rows]
 
+    def _local(self, name: str, k: int, ids: np.ndarray) -> np.ndarray:
+        """Positions in shard ``k``'s rows of table ``name`` of ``ids`` (sorted, all k's)."""
+        starts = self._starts.get(name)
+        if starts is not None:
+            return ids - starts[k]
+        return np.searchsorted(self._rows[k][name], ids)
+
     def locate(self, want: Mapping[str, np.ndarray | None]) -> list[dict[str, np.ndarray | None]]:
         """Per shard, the shard-local positions of the rows ``want`` names (per table: sorted
         unique global ids, or None for every row)."""
@@ -94,7 +103,7 @@ class Layout:
                 continue
             owner = self.shardings[name].shard_of(ids)
             for k in range(self.n_shards):
-                out[k][name] = np.searchsorted(self._rows[k][name], ids[owner == k])
+                out[k][name] = self._local(name, k, ids[owner == k])
         return out
 
     def gather(
@@ -166,7 +175,7 @@ class Layout:
             owner = self.shardings[name].shard_of(u.rows)
             for k in range(self.n_shards):
                 sel = owner == k
-                local = np.searchsorted(self._rows[k][name], u.rows[sel])
+                local = self._local(name, k, u.rows[sel])
                 out[k][name] = Update(local, u.values[sel], u.op)
         return out
 
