@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from scar.experiments.suite import adapt_trials, headline_pairs, plan, run_suite
+from scar.experiments.adapt import adapt_trials, headline_pairs
+from scar.experiments.suite import plan, run_suite
 
 
 def main() -> None:

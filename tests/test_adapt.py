@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
+from scar.experiments.adapt import adapt_trials
 from scar.experiments.cell import reduction_ci
-from scar.experiments.suite import adapt_trials, plan, run_suite
+from scar.experiments.suite import plan, run_suite
 
 
 def test_headline_pairs_get_trials_until_the_interval_is_narrow(tmp_path):

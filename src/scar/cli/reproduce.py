@@ -13,17 +13,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from .. import validation as check
 from ..algorithms import registry
 from ..errors import ConfigError
+from ..experiments.adapt import ADAPT_CAP, ADAPT_WIDTH, adapt_trials
 from ..experiments.report import write_report
-from ..experiments.suite import (
-    ADAPT_CAP,
-    ADAPT_WIDTH,
-    TRIALS,
-    adapt_trials,
-    cost_weights,
-    is_done,
-    plan,
-    run_suite,
-)
+from ..experiments.suite import TRIALS, cost_weights, is_done, plan, run_suite
 from .common import console
 
 
